@@ -1,0 +1,240 @@
+"""CAME-Grad: conflict-averse direction, magnitude-enhanced energy, adaptive fusion.
+
+Every stage works on the normalised Gram matrix :math:`\\hat G = G / \\operatorname{tr} G` and
+returns coefficients, so the update is always :math:`d = J^\\top c`. With task weights
+:math:`\\lambda`, :math:`g_\\lambda = J^\\top\\lambda` and :math:`\\hat G = L^\\top L`:
+
+1. :func:`rectify`: :math:`a = \\lambda + (\\rho\\|g_\\lambda\\| / \\|g_{w^*}\\|)\\,w^*`, with
+   :math:`w^*` the minimiser over the simplex of
+   :math:`w^\\top\\hat G\\lambda + \\rho\\|g_\\lambda\\|\\sqrt{w^\\top\\hat Gw}`.
+2. :func:`inject_energy`: the gain
+   :math:`\\gamma = \\min(\\kappa, \\sum_i\\lambda_i\\|g_i\\| / \\|J^\\top a\\|)`.
+3. :func:`fuse`: :math:`\\nu_t = \\min(\\nu, \\nu_{safe})`, the largest blend towards
+   :math:`g_\\lambda` that re-introduces no conflict.
+
+Final coefficients :math:`c = (1-\\nu_t)\\gamma a + \\nu_t\\lambda`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from camegrad_jax._checks import check_in_range, task_weights_size
+from camegrad_jax._simplex import DualSolver, psd_sqrt, solve_conflict_dual
+from camegrad_jax._weighting import Weighting
+
+Array = jax.Array
+
+
+class CameState(NamedTuple):
+    """State and diagnostics of the CAME-Grad weighting (read with ``optax.tree.get``).
+
+    Attributes:
+      dual_weights: :math:`w^*` of the last step, the warm start of the next.
+      gain: the energy gain :math:`\\gamma` of the last step.
+      fusion: the fusion coefficient :math:`\\nu_t` actually used at the last step.
+      cosines: the K×K pairwise cosines of the task gradients at the last step.
+    """
+
+    dual_weights: Array
+    gain: Array
+    fusion: Array
+    cosines: Array
+
+
+def _norm(factor: Array, coeffs: Array) -> Array:
+    """:math:`\\|J^\\top x\\|` in normalised units, computed as :math:`\\|Lx\\|` (no cancelling)."""
+    z = factor @ coeffs
+    return jnp.sqrt(jnp.sum(z * z))
+
+
+def _cancelled(length: Array, coeffs: Array, task_norms: Array) -> Array:
+    """Whether :math:`\\|J^\\top x\\|` is round-off next to the length with no cancellation."""
+    reach = jnp.abs(coeffs) @ task_norms
+    return length <= jnp.sqrt(jnp.finfo(length.dtype).eps) * reach
+
+
+def rectify(
+    gram: Array,
+    factor: Array,
+    task_weights: Array,
+    rho: Array,
+    w_init: Array,
+    solver: DualSolver = DualSolver(),
+) -> tuple[Array, Array]:
+    """Stage 1, the conflict-averse anchor :math:`a` and the dual solution :math:`w^*`.
+
+    Solves :math:`\\max_d \\min_i \\langle g_i, d\\rangle` subject to
+    :math:`\\|d - g_\\lambda\\| \\le \\rho\\|g_\\lambda\\|` through its dual on the simplex;
+    :math:`a = \\lambda` when :math:`g_{w^*}` vanishes (then no direction improves every task).
+    """
+    task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    radius = rho * _norm(factor, task_weights)
+    w = solve_conflict_dual(gram, factor, gram @ task_weights, radius, w_init, solver)
+    w_norm = _norm(factor, w)
+    degenerate = _cancelled(w_norm, w, task_norms)
+    step = jnp.where(degenerate, 0.0, radius / jnp.where(degenerate, 1.0, w_norm))
+    return task_weights + step * w, w
+
+
+def inject_energy(
+    gram: Array, factor: Array, task_weights: Array, anchor: Array, kappa: Array | None
+) -> Array:
+    """Stage 2, the gain :math:`\\gamma = \\min(\\kappa, E / \\|J^\\top a\\|)`.
+
+    :math:`E = \\sum_i \\lambda_i\\|g_i\\|` is the length the update would have if no gradient
+    cancelled another; :math:`\\gamma = 1` when :math:`J^\\top a` vanishes or ``kappa`` is None.
+    """
+    if kappa is None:
+        return jnp.ones((), gram.dtype)
+    task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    energy = task_weights @ task_norms
+    length = _norm(factor, anchor)
+    degenerate = _cancelled(length, anchor, task_norms)
+    gain = jnp.minimum(kappa, energy / jnp.where(degenerate, 1.0, length))
+    return jnp.where(degenerate, 1.0, gain).astype(gram.dtype)
+
+
+def fuse(gram: Array, task_weights: Array, scaled_anchor: Array, nu: Array) -> Array:
+    """Stage 3, the fusion coefficient :math:`\\nu_t = \\min(\\nu, \\nu_{safe})`.
+
+    Along :math:`d(\\nu') = (1-\\nu')J^\\top\\gamma a + \\nu' g_\\lambda` each task's inner product
+    moves linearly from :math:`A_i = (\\hat G\\gamma a)_i` to :math:`B_i = (\\hat G\\lambda)_i`.
+    Task i limits the blend where it would fall below :math:`t_i = \\min(0, A_i)`:
+    :math:`\\nu'_i = (A_i - t_i)/(A_i - B_i)` if :math:`B_i < t_i`. :math:`\\nu_{safe}` is the
+    smallest limit (1 if none).
+    """
+    a = gram @ scaled_anchor
+    b = gram @ task_weights
+    floor = jnp.minimum(0.0, a)
+    limited = b < floor
+    limits = jnp.where(limited, (a - floor) / jnp.where(limited, a - b, 1.0), 1.0)
+    return jnp.clip(jnp.minimum(nu, jnp.min(limits)), 0.0, 1.0).astype(gram.dtype)
+
+
+def cosines(gram: Array) -> Array:
+    """Pairwise cosines :math:`G_{ij} / \\sqrt{G_{ii}G_{jj}}` (0 for a zero gradient)."""
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    outer = norms[:, None] * norms[None, :]
+    return jnp.where(outer > 0.0, gram / jnp.where(outer > 0.0, outer, 1.0), 0.0)
+
+
+def came_coefficients(
+    gram: Array,
+    state: CameState,
+    task_weights: Array,
+    rho: Array,
+    kappa: Array | None,
+    nu: Array,
+    solver: DualSolver = DualSolver(),
+) -> tuple[Array, CameState]:
+    """The three stages on one Gram matrix: coefficients :math:`c` and the new state.
+
+    A Gram matrix with zero (or non-finite) trace means every gradient is zero: the coefficients
+    are then :math:`\\lambda` (the update is zero whatever they are) and :math:`w^*` is kept.
+    """
+    trace = jnp.trace(gram)
+    valid = (trace > 0.0) & jnp.isfinite(trace)
+    gram_hat = gram / jnp.where(valid, trace, 1.0)
+    factor = psd_sqrt(gram_hat)
+    anchor, w = rectify(gram_hat, factor, task_weights, rho, state.dual_weights, solver)
+    gain = inject_energy(gram_hat, factor, task_weights, anchor, kappa)
+    fusion = fuse(gram_hat, task_weights, gain * anchor, nu)
+    coeffs = (1.0 - fusion) * gain * anchor + fusion * task_weights
+    new_state = CameState(
+        dual_weights=jnp.where(valid, w, state.dual_weights),
+        gain=jnp.where(valid, gain, 1.0),
+        fusion=jnp.where(valid, fusion, 0.0),
+        cosines=cosines(gram),
+    )
+    return jnp.where(valid, coeffs, task_weights), new_state
+
+
+def check_came_hyperparams(rho: Any, kappa: Any, nu: Any) -> None:
+    """Clear errors for out-of-range hyperparameters that are known at trace time."""
+    check_in_range("rho", rho, 0.0, expected="a finite number >= 0 (the conflict radius)")
+    if kappa is not None:
+        check_in_range("kappa", kappa, 1.0, expected="a finite number >= 1 (the gain cap) or None")
+    check_in_range("nu", nu, 0.0, 1.0, expected="in [0, 1] (the fusion coefficient)")
+
+
+def came(
+    task_weights: Any = None,
+    rho: Any = 0.5,
+    kappa: Any = 1.5,
+    nu: Any = 0.2,
+    *,
+    solver: DualSolver = DualSolver(),
+) -> Weighting:
+    """The CAME-Grad weighting (Zhang et al., ICML 2026), Gram matrix in, coefficients out.
+
+    The stages are those of the module docstring; ``rho = 0`` removes stage 1,
+    ``kappa = None`` stage 2 and ``nu = 0`` stage 3, and ``rho = 0, kappa = 1`` is linear
+    scalarisation :math:`c = \\lambda`. The coefficients are invariant to the scale of the Gram
+    matrix and equivariant to permutations of the tasks.
+
+    Args:
+      task_weights: the user's task weights :math:`\\lambda \\ge 0` (default all ones). They can
+        also be given per step as ``weigh(..., task_weights=...)``, which takes precedence.
+      rho: conflict radius :math:`\\rho \\ge 0`, relative to :math:`\\|g_\\lambda\\|`.
+      kappa: gain cap :math:`\\kappa \\ge 1`, or None to switch energy injection off.
+      nu: fusion coefficient :math:`\\nu \\in [0, 1]`.
+      solver: static iteration counts of the stage-1 solver for K > 2.
+
+    Returns:
+      A :class:`Weighting` whose state is a :class:`CameState`.
+
+    Example:
+      >>> import jax.numpy as jnp, camegrad_jax as cg
+      >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])  # two conflicting unit gradients
+      >>> weighting = cg.weightings.came()
+      >>> coeffs, state = weighting.weigh(gram, weighting.init(2))
+      >>> coeffs  # a = 1.5 each, gamma = 4/3 restores the length, then a 20% blend with [1, 1]
+      Array([1.8, 1.8], dtype=float32)
+      >>> round(float(state.gain), 4)
+      1.3333
+
+    References:
+      Zhang, Hao, Wang and Guo, *The Double Dilemma in Multi-Task Radiology Report Generation:
+      A Gradient Dynamics Analysis and Solution*, ICML 2026 (arXiv:2605.22635).
+      Liu, Liu, Jin, Stone and Liu, *Conflict-Averse Gradient Descent for Multi-task Learning*,
+      NeurIPS 2021.
+    """
+    check_came_hyperparams(rho, kappa, nu)
+    default_size = None if task_weights is None else task_weights_size(task_weights)
+
+    def init(num_tasks: int) -> CameState:
+        if default_size is not None and default_size != num_tasks:
+            raise ValueError(
+                f"`task_weights` has {default_size} entries but the weighting was initialised "
+                f"for {num_tasks} tasks."
+            )
+        return CameState(
+            dual_weights=jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32),
+            gain=jnp.ones((), jnp.float32),
+            fusion=jnp.zeros((), jnp.float32),
+            cosines=jnp.eye(num_tasks, dtype=jnp.float32),
+        )
+
+    def weigh(gram: Array, state: CameState, **extra_args: Any) -> tuple[Array, CameState]:
+        num_tasks = gram.shape[-1]
+        weights = extra_args.get("task_weights")
+        if weights is None:
+            weights = task_weights
+        if weights is None:
+            weights = jnp.ones((num_tasks,), gram.dtype)
+        elif task_weights_size(weights) != num_tasks:
+            raise ValueError(
+                f"`task_weights` has {jnp.shape(weights)[0]} entries but the Gram matrix is "
+                f"{num_tasks}×{num_tasks}."
+            )
+        state = jax.tree_util.tree_map(lambda x: x.astype(gram.dtype), state)
+        coeffs, new_state = came_coefficients(
+            gram, state, jnp.asarray(weights, gram.dtype), rho, kappa, nu, solver
+        )
+        return coeffs, jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), new_state)
+
+    return Weighting(init, weigh)

@@ -1,0 +1,127 @@
+"""Gram space: validate a stacked Jacobian, contract it to a Gram matrix, combine it back.
+
+A stacked Jacobian is any pytree whose leaves carry a leading task axis of size K:
+leaf ``l`` has shape ``(K, *shape_l)`` and row ``k`` of the Jacobian is the pytree of the
+``k``-th slices. With ``J`` the Jacobian flattened to a ``(K, n)`` matrix,
+
+.. math::  G = J J^\\top = \\sum_l J_l J_l^\\top, \\qquad d = J^\\top c = \\sum_k c_k J_k .
+
+Both are computed leaf by leaf (``tensordot`` over the trailing axes), never by flattening the
+tree: flattening copies every leaf and breaks explicit sharding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PyTree = Any
+
+
+def _leaf_name(path: tuple[Any, ...]) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def num_tasks_of(jac: PyTree, *, arg_name: str = "jac") -> int:
+    """Returns K, the leading axis shared by every leaf of ``jac``, checking that it is shared.
+
+    Raises:
+      ValueError: if ``jac`` has no leaves, a leaf is a scalar, or two leaves disagree on K.
+      TypeError: if a leaf is not floating point.
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(jac)
+    if not leaves:
+        raise ValueError(f"`{arg_name}` has no array leaves; expected a pytree of (K, ...) arrays.")
+    first_path: tuple[Any, ...] = ()
+    first: int | None = None
+    for path, leaf in leaves:
+        shape, dtype = jnp.shape(leaf), jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"`{arg_name}` leaf {_leaf_name(path)} has dtype {dtype}; "
+                "expected floating-point gradients (integer leaves have no gradient)."
+            )
+        if len(shape) == 0:
+            raise ValueError(
+                f"`{arg_name}` leaf {_leaf_name(path)} is a scalar; every leaf needs a leading "
+                "task axis of size K (stack the per-task gradients along axis 0)."
+            )
+        if first is None:
+            first_path, first = path, shape[0]
+        elif shape[0] != first:
+            raise ValueError(
+                f"`{arg_name}` leaves disagree on the number of tasks: "
+                f"{_leaf_name(first_path)} has leading axis {first} but "
+                f"{_leaf_name(path)} has {shape[0]} (shape {shape})."
+            )
+    assert first is not None
+    return int(first)
+
+
+def gram_dtype(jac: PyTree) -> jnp.dtype:
+    """The Gram matrix's dtype: the widest leaf dtype, and never narrower than float32."""
+    return jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves(jac))
+
+
+def gramian(jac: PyTree) -> Array:
+    """The Gram matrix :math:`G = J J^\\top` of a stacked Jacobian.
+
+    Each leaf contributes :math:`J_l J_l^\\top`, contracted over its trailing axes with the
+    products accumulated in float32 or wider (bf16 and fp16 gradients are fine).
+
+    Args:
+      jac: a pytree whose leaves have shape ``(K, ...)``.
+
+    Returns:
+      A ``(K, K)`` symmetric positive semi-definite matrix, float32 (float64 if any leaf is).
+
+    Example:
+      >>> import jax.numpy as jnp, camegrad_jax as cg
+      >>> jac = {"w": jnp.array([[1.0, 0.0], [1.0, 1.0]]), "b": jnp.array([[2.0], [0.0]])}
+      >>> cg.gramian(jac)
+      Array([[5., 1.],
+             [1., 2.]], dtype=float32)
+    """
+    num_tasks_of(jac)
+    dtype = gram_dtype(jac)
+
+    def leaf_gram(leaf: Array) -> Array:
+        rows = leaf.reshape(leaf.shape[0], -1)
+        return jax.lax.dot_general(
+            rows, rows, (((1,), (1,)), ((), ())), preferred_element_type=dtype
+        ).astype(dtype)
+
+    grams = [leaf_gram(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
+    return sum(grams[1:], start=grams[0])
+
+
+def combine(jac: PyTree, coeffs: Array) -> PyTree:
+    """The combination :math:`d = J^\\top c = \\sum_k c_k J_k`, leaf by leaf.
+
+    Args:
+      jac: a pytree whose leaves have shape ``(K, ...)``.
+      coeffs: a ``(K,)`` vector of coefficients.
+
+    Returns:
+      A pytree shaped like one task's gradient; each leaf keeps its dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, camegrad_jax as cg
+      >>> cg.combine({"w": jnp.array([[1.0, 0.0], [1.0, 1.0]])}, jnp.array([2.0, -1.0]))
+      {'w': Array([ 1., -1.], dtype=float32)}
+    """
+    num_tasks = num_tasks_of(jac)
+    if jnp.shape(coeffs) != (num_tasks,):
+        raise ValueError(
+            f"`coeffs` has shape {jnp.shape(coeffs)}; expected ({num_tasks},), one per task."
+        )
+
+    def leaf_combine(leaf: Array) -> Array:
+        acc = jnp.result_type(leaf.dtype, jnp.float32)
+        out = jnp.tensordot(coeffs.astype(acc), leaf.astype(acc), axes=1)
+        return out.astype(leaf.dtype)
+
+    return jax.tree_util.tree_map(leaf_combine, jac)

@@ -1,0 +1,176 @@
+"""Optax transformations that turn a stacked Jacobian into one update through a Weighting."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from camegrad_jax._came import came
+from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
+from camegrad_jax._gram import combine, gram_dtype, gramian, num_tasks_of
+from camegrad_jax._simplex import DualSolver
+from camegrad_jax._weighting import Weighting
+
+Array = jax.Array
+
+
+class AggregateState(NamedTuple):
+    """State of :func:`aggregate` (fields readable with ``optax.tree.get``).
+
+    Attributes:
+      weighting_state: the weighting's own state and diagnostics.
+      coefficients: the coefficients :math:`c` of the last applied step.
+      skipped_steps: how many steps were skipped because the Jacobian held NaN or Inf.
+    """
+
+    weighting_state: Any
+    coefficients: Array
+    skipped_steps: Array
+
+
+def _robust_gramian(jac: Any) -> tuple[Array, Array]:
+    """The Gram matrix, rescaled where float32 would overflow or underflow, and a finiteness flag.
+
+    The plain Gram matrix is computed first; only when it is non-finite or its trace is too small
+    to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed from
+    :math:`J / \\max|J|`, which every scale-invariant weighting treats identically. The flag is
+    False when the Jacobian itself holds NaN or Inf.
+    """
+    gram = gramian(jac)
+    dtype = gram.dtype
+    tiny = jnp.finfo(dtype).tiny / jnp.finfo(dtype).eps
+    trace = jnp.trace(gram)
+    suspicious = ~jnp.all(jnp.isfinite(gram)) | (trace < tiny)
+
+    def rescaled() -> tuple[Array, Array]:
+        leaves = [leaf.astype(dtype) for leaf in jax.tree_util.tree_leaves(jac)]
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+        scale = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
+        scale = jnp.where(finite & (scale > 0.0), scale, 1.0)
+        return gramian([leaf / scale for leaf in leaves]), finite
+
+    return jax.lax.cond(suspicious, rescaled, lambda: (gram, jnp.array(True)))
+
+
+def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
+    """Turns any :class:`Weighting` into an optax transformation over stacked Jacobians.
+
+    ``update(jac, state, params=None, **extra_args)`` takes the Jacobian (a pytree of
+    ``(K, ...)`` leaves, e.g. from :func:`value_and_jacobian`), computes the Gram matrix, asks the
+    weighting for coefficients :math:`c` and returns :math:`J^\\top c`, shaped like one task's
+    gradient. It changes the leaves' shape, so it must come first in an ``optax.chain``.
+
+    A Jacobian holding NaN or Inf gives a zero update and leaves the state as it was, apart from
+    ``skipped_steps``. ``extra_args`` are handed to the weighting (e.g. per-step
+    ``task_weights``).
+
+    Args:
+      weighting: the weighting that maps the Gram matrix to coefficients.
+      num_tasks: K, needed by ``init`` because the state's shapes depend on it.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with an :class:`AggregateState`.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, camegrad_jax as cg
+      >>> tx = cg.aggregate(cg.weightings.mean(), num_tasks=2)
+      >>> jac = {"w": jnp.array([[1.0, 2.0], [3.0, 0.0]])}
+      >>> update, state = tx.update(jac, tx.init({"w": jnp.zeros(2)}))
+      >>> update
+      {'w': Array([2., 1.], dtype=float32)}
+    """
+    declared = static_num_tasks(num_tasks)
+
+    def init(params: Any) -> AggregateState:
+        del params
+        if num_tasks is None:
+            raise ValueError(
+                "The number of tasks is unknown: pass `num_tasks` (or `task_weights` to "
+                "`came_grad`); the state's shapes depend on it and cannot change after `init`."
+            )
+        k = static_num_tasks(num_tasks)
+        if k is None:
+            raise ValueError(
+                "`num_tasks` must be a static Python int; under `optax.inject_hyperparams` pass "
+                "`static_args=('num_tasks',)` or give `task_weights` instead."
+            )
+        return AggregateState(
+            weighting_state=weighting.init(k),
+            coefficients=jnp.zeros((k,), jnp.float32),
+            skipped_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def update(
+        updates: Any, state: AggregateState, params: Any = None, **extra_args: Any
+    ) -> tuple[Any, AggregateState]:
+        del params
+        k = num_tasks_of(updates, arg_name="updates")
+        expected = state.coefficients.shape[0]
+        if k != expected or (declared is not None and k != declared):
+            raise ValueError(
+                f"The Jacobian has {k} tasks on its leading axis but the state was initialised "
+                f"for {expected}. The aggregation must be the first transformation of the chain "
+                "and receive the stacked Jacobian (leaves of shape (K, ...))."
+            )
+        gram, finite = _robust_gramian(updates)
+        coeffs, new_state = weighting.weigh(gram, state.weighting_state, **extra_args)
+        coeffs = jnp.where(finite, coeffs, 0.0).astype(gram_dtype(updates))
+        direction = combine(updates, coeffs)
+        direction = jax.tree_util.tree_map(
+            lambda leaf: jnp.where(finite, leaf, jnp.zeros_like(leaf)), direction
+        )
+        weighting_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(finite, new, old), new_state, state.weighting_state
+        )
+        return direction, AggregateState(
+            weighting_state=weighting_state,
+            coefficients=jnp.where(finite, coeffs, state.coefficients).astype(jnp.float32),
+            skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
+        )
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def came_grad(
+    task_weights: Any = None,
+    rho: Any = 0.5,
+    kappa: Any = 1.5,
+    nu: Any = 0.2,
+    *,
+    num_tasks: int | None = None,
+    solver: DualSolver = DualSolver(),
+) -> Any:
+    """CAME-Grad as an optax transformation: stacked Jacobian in, update out.
+
+    ``aggregate(weightings.came(task_weights, rho, kappa, nu), num_tasks=K)`` with K taken from
+    ``task_weights`` or ``num_tasks`` (both given: they must agree). Put it first in a chain,
+    e.g. ``optax.chain(came_grad(task_weights=jnp.array([1.0, 4.0])), optax.adamw(5e-5))``.
+    Per-step weights can be passed as ``update(..., task_weights=...)``. ``rho``, ``kappa``,
+    ``nu`` and ``task_weights`` may be traced (``optax.inject_hyperparams``, ``jax.vmap``).
+
+    Args:
+      task_weights: task weights :math:`\\lambda \\ge 0` (default all ones).
+      rho: conflict radius :math:`\\rho \\ge 0`.
+      kappa: gain cap :math:`\\kappa \\ge 1`, or None to switch energy injection off.
+      nu: fusion coefficient :math:`\\nu \\in [0, 1]`.
+      num_tasks: K, when ``task_weights`` is not given.
+      solver: static iteration counts of the stage-1 solver for K > 2.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, camegrad_jax as cg
+      >>> tx = optax.chain(cg.came_grad(task_weights=jnp.array([1.0, 4.0])), optax.sgd(0.1))
+      >>> params = {"w": jnp.zeros(2)}
+      >>> jac = {"w": jnp.array([[1.0, 0.0], [-0.5, 1.0]])}
+      >>> updates, state = jax.jit(tx.update)(jac, tx.init(params))
+      >>> jax.tree.map(lambda u: u.shape, updates)
+      {'w': (2,)}
+    """
+    k = resolve_num_tasks(task_weights, num_tasks)
+    weighting = came(task_weights, rho, kappa, nu, solver=solver)
+    return aggregate(weighting, num_tasks=num_tasks if k is None else k)

@@ -1,0 +1,34 @@
+"""The Weighting protocol: a Gram matrix (and a state) in, one coefficient per task out."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+Array = jax.Array
+WeightingState = Any
+
+
+class WeightingInitFn(Protocol):
+    def __call__(self, num_tasks: int) -> WeightingState: ...
+
+
+class WeightingWeighFn(Protocol):
+    def __call__(
+        self, gram: Array, state: WeightingState, **extra_args: Any
+    ) -> tuple[Array, WeightingState]: ...
+
+
+class Weighting(NamedTuple):
+    """A pair of pure functions mapping the K×K Gram matrix to K combination coefficients.
+
+    ``state = init(num_tasks)`` builds the state (its shapes depend on K only);
+    ``coeffs, state = weigh(gram, state, **extra_args)`` returns the ``(K,)`` coefficients
+    :math:`c` of the update :math:`d = J^\\top c`. ``extra_args`` are the keyword arguments given
+    to the transformation's ``update`` (e.g. per-step ``task_weights``); a weighting ignores
+    those it does not use. Diagnostics live in the state, so ``optax.tree.get`` reads them.
+    """
+
+    init: WeightingInitFn
+    weigh: WeightingWeighFn
