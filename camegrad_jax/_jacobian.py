@@ -13,9 +13,9 @@ def value_and_jacobian(loss_fn: Callable[..., Any], has_aux: bool = False) -> Ca
     """Wraps ``loss_fn(params, *args)``, which returns K task losses, to also return their Jacobian.
 
     The forward pass runs once (``jax.vjp``); the pullback is vmapped over the K basis vectors
-    :math:`e_k`, so row k of the Jacobian is :math:`\\nabla_\\theta L_k`. The Jacobian has the
+    $e_k$, so row k of the Jacobian is $\\nabla_\\theta L_k$. The Jacobian has the
     structure of ``params`` with a leading axis of size K on every leaf, ready for
-    :func:`came_grad` or :func:`aggregate`.
+    `came_grad` or `aggregate`.
 
     Args:
       loss_fn: ``loss_fn(params, *args) -> losses`` with ``losses`` of shape ``(K,)``, or

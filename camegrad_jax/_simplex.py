@@ -1,4 +1,4 @@
-"""Fixed-iteration solvers on the probability simplex :math:`\\Delta_K`.
+"""Fixed-iteration solvers on the probability simplex $\\Delta_K$.
 
 Everything here works on K×K matrices, is jit-compiled and vmap-able, and runs a static number
 of iterations, so a step costs the same every time and never synchronises with the host.
@@ -15,11 +15,11 @@ Array = jax.Array
 
 
 def project_simplex(v: Array) -> Array:
-    """Euclidean projection of ``v`` onto :math:`\\{w \\ge 0, \\sum_i w_i = 1\\}`.
+    """Euclidean projection of ``v`` onto $\\{w \\ge 0, \\sum_i w_i = 1\\}$.
 
-    The sort-based algorithm (Held et al. 1974): with :math:`u` sorted decreasingly and
-    :math:`\\theta = \\max_j (\\sum_{i \\le j} u_i - 1) / j` over the :math:`j` for which that
-    threshold stays below :math:`u_j`, the projection is :math:`\\max(v - \\theta, 0)`.
+    The sort-based algorithm (Held et al. 1974): with $u$ sorted decreasingly and
+    $\\theta = \\max_j (\\sum_{i \\le j} u_i - 1) / j$ over the $j$ for which that
+    threshold stays below $u_j$, the projection is $\\max(v - \\theta, 0)$.
 
     Example:
       >>> import jax.numpy as jnp
@@ -35,9 +35,9 @@ def project_simplex(v: Array) -> Array:
 
 
 def psd_sqrt(gram: Array) -> Array:
-    """A K×K factor :math:`L` with :math:`L^\\top L = G` (negative round-off eigenvalues dropped).
+    """A K×K factor $L$ with $L^\\top L = G$ (negative round-off eigenvalues dropped).
 
-    Working with :math:`\\|L w\\|` instead of :math:`\\sqrt{w^\\top G w}` avoids the cancellation
+    Working with $\\|L w\\|$ instead of $\\sqrt{w^\\top G w}$ avoids the cancellation
     that makes the quadratic form meaningless in float32 near its null space.
     """
     eigvals, eigvecs = jnp.linalg.eigh(gram)
@@ -49,14 +49,14 @@ def _norm(x: Array) -> Array:
 
 
 def conflict_dual_pair(gram: Array, linear: Array, radius: Array) -> Array:
-    """Exact minimiser of :math:`b^\\top w + r\\sqrt{w^\\top G w}` on :math:`\\Delta_2`.
+    """Exact minimiser of $b^\\top w + r\\sqrt{w^\\top G w}$ on $\\Delta_2$.
 
-    With :math:`w = (t, 1-t)` the objective is convex in :math:`t`. Writing
-    :math:`A = \\|g_1 - g_2\\|^2`, :math:`B = \\langle g_1 - g_2, g_2\\rangle`,
-    :math:`D = G_{11}G_{22} - G_{12}^2` and :math:`\\delta = b_1 - b_2`, the stationarity
-    condition :math:`\\delta + r(At + B)/\\sqrt{q(t)} = 0` has, when :math:`\\delta^2 < r^2 A`,
-    the root :math:`t = (u - B)/A` with :math:`u = -\\delta\\sqrt{D / (r^2A - \\delta^2)}`;
-    otherwise the objective is monotone and the minimiser is the vertex that :math:`\\delta`
+    With $w = (t, 1-t)$ the objective is convex in $t$. Writing
+    $A = \\|g_1 - g_2\\|^2$, $B = \\langle g_1 - g_2, g_2\\rangle$,
+    $D = G_{11}G_{22} - G_{12}^2$ and $\\delta = b_1 - b_2$, the stationarity
+    condition $\\delta + r(At + B)/\\sqrt{q(t)} = 0$ has, when $\\delta^2 < r^2 A$,
+    the root $t = (u - B)/A$ with $u = -\\delta\\sqrt{D / (r^2A - \\delta^2)}$;
+    otherwise the objective is monotone and the minimiser is the vertex that $\\delta$
     points away from. Clipping the root to [0, 1] gives the constrained minimiser.
     """
     a = gram[0, 0] - 2.0 * gram[0, 1] + gram[1, 1]
@@ -75,18 +75,21 @@ def conflict_dual_pair(gram: Array, linear: Array, radius: Array) -> Array:
 def conflict_dual_pdhg(
     gram: Array, factor: Array, linear: Array, radius: Array, w_init: Array, num_iters: int
 ) -> Array:
-    """Minimiser of :math:`b^\\top w + r\\|L w\\|` on :math:`\\Delta_K` by primal–dual splitting.
+    """Minimiser of $b^\\top w + r\\|L w\\|$ on $\\Delta_K$ by primal–dual splitting.
 
-    Chambolle–Pock on :math:`\\min_w f(w) + h(Lw)` with :math:`f = b^\\top w + \\iota_\\Delta`,
-    :math:`h = r\\|\\cdot\\|` and :math:`L^\\top L = G` a K×K square root:
+    Chambolle–Pock on $\\min_w f(w) + h(Lw)$ with $f = b^\\top w + \\iota_\\Delta$,
+    $h = r\\|\\cdot\\|$ and $L^\\top L = G$ a K×K square root:
 
-    .. math::
-       y &\\leftarrow \\Pi_{\\|y\\| \\le r}(y + \\sigma L \\bar w), \\\\
-       w^+ &\\leftarrow \\Pi_\\Delta(w - \\tau(L^\\top y + b)), \\qquad \\bar w = 2w^+ - w .
+    $$
+    \\begin{aligned}
+    y &\\leftarrow \\Pi_{\\|y\\| \\le r}(y + \\sigma L \\bar w), \\\\
+    w^+ &\\leftarrow \\Pi_\\Delta(w - \\tau(L^\\top y + b)), \\qquad \\bar w = 2w^+ - w .
+    \\end{aligned}
+    $$
 
-    The splitting never differentiates the norm, so it does not stall where :math:`Lw = 0`
+    The splitting never differentiates the norm, so it does not stall where $Lw = 0$
     (rank-deficient Gram, Pareto-stationary points), unlike projected (sub)gradient descent.
-    The dual starts at :math:`r\\,Lw_0/\\|Lw_0\\|`, its optimal value for a warm start :math:`w_0`.
+    The dual starts at $r\\,Lw_0/\\|Lw_0\\|$, its optimal value for a warm start $w_0$.
     The best iterate (lowest objective) is returned.
     """
     op_norm = jnp.sqrt(jnp.maximum(jnp.max(jnp.sum(factor * factor, axis=1)), 1e-30))
@@ -124,13 +127,13 @@ def _solve_on_support(
 ) -> tuple[Array, Array]:
     """The stationary point of the dual on the face whose support is ``mask``.
 
-    With :math:`v = (r/s) w` (so that :math:`a = \\lambda + v`), optimality on the face reads
-    :math:`G_{SS} v_S - F 1 = -b_S` and :math:`v_S^\\top G_{SS} v_S = r^2`, where :math:`F` is
-    the optimal value. Hence :math:`v_S = P(F1 - b_S)` with :math:`P = G_{SS}^+`, and :math:`F`
-    is the larger root of :math:`\alpha_2F^2 - 2\alpha_1F + \alpha_0 - r^2 = 0`
-    (:math:`\alpha_2 = 1^\top P1`, :math:`\alpha_1 = 1^\top Pb_S`,
-    :math:`\alpha_0 = b_S^\top Pb_S`), the one with :math:`1^\top v > 0`. Returns
-    :math:`w = v / 1^\top v`, which may leave the simplex (the caller checks).
+    With $v = (r/s) w$ (so that $a = \\lambda + v$), optimality on the face reads
+    $G_{SS} v_S - F 1 = -b_S$ and $v_S^\\top G_{SS} v_S = r^2$, where $F$ is
+    the optimal value. Hence $v_S = P(F1 - b_S)$ with $P = G_{SS}^+$, and $F$
+    is the larger root of $\alpha_2F^2 - 2\alpha_1F + \alpha_0 - r^2 = 0$
+    ($\alpha_2 = 1^\top P1$, $\alpha_1 = 1^\top Pb_S$,
+    $\alpha_0 = b_S^\top Pb_S$), the one with $1^\top v > 0$. Returns
+    $w = v / 1^\top v$, which may leave the simplex (the caller checks).
     """
     outer = mask[:, None] * mask[None, :]
     eigvals, eigvecs = jnp.linalg.eigh(outer * gram + jnp.diag(1.0 - mask))
@@ -153,7 +156,7 @@ def refine_active_set(
 
     First-order splitting finds the support of the optimum quickly but then converges slowly.
     Starting from ``w``'s support, each round solves the face problem exactly
-    (:func:`_solve_on_support`); a negative weight, or a degenerate face (more tasks than the
+    (`_solve_on_support`); a negative weight, or a degenerate face (more tasks than the
     rank of their Gram block), drops the task of smallest weight from the support; otherwise the
     task that most violates optimality (a gradient entry below the optimal value) joins it.
     Every candidate is scored with the true objective and only an improvement is kept, so the
@@ -196,8 +199,8 @@ class DualSolver(NamedTuple):
     """Static iteration counts of the stage-1 solver for K > 2 (K ≤ 2 is solved exactly).
 
     Attributes:
-      pdhg_iters: primal–dual iterations (:func:`conflict_dual_pdhg`).
-      active_set_rounds: exact active-set rounds after them (:func:`refine_active_set`).
+      pdhg_iters: primal–dual iterations (`conflict_dual_pdhg`).
+      active_set_rounds: exact active-set rounds after them (`refine_active_set`).
     """
 
     pdhg_iters: int = 500
@@ -212,9 +215,9 @@ def solve_conflict_dual(
     w_init: Array,
     solver: DualSolver = DualSolver(),
 ) -> Array:
-    """Minimiser of :math:`b^\\top w + r\\|Lw\\|` over :math:`\\Delta_K` (:math:`L^\\top L = G`).
+    """Minimiser of $b^\\top w + r\\|Lw\\|$ over $\\Delta_K$ ($L^\\top L = G$).
 
-    K = 1 is trivial and K = 2 exact (:func:`conflict_dual_pair`); larger K runs the primal–dual
+    K = 1 is trivial and K = 2 exact (`conflict_dual_pair`); larger K runs the primal–dual
     iterations from ``w_init``, then exact active-set rounds (counts in ``solver``).
     """
     k = gram.shape[0]

@@ -18,11 +18,11 @@ Array = jax.Array
 
 
 class AggregateState(NamedTuple):
-    """State of :func:`aggregate` (fields readable with ``optax.tree.get``).
+    """State of `aggregate` (fields readable with ``optax.tree.get``).
 
     Attributes:
       weighting_state: the weighting's own state and diagnostics.
-      coefficients: the coefficients :math:`c` of the last applied step.
+      coefficients: the coefficients $c$ of the last applied step.
       skipped_steps: how many steps were skipped because the Jacobian held NaN or Inf.
     """
 
@@ -36,7 +36,7 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array]:
 
     The plain Gram matrix is computed first; only when it is non-finite or its trace is too small
     to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed from
-    :math:`J / \\max|J|`, which every scale-invariant weighting treats identically. The flag is
+    $J / \\max|J|$, which every scale-invariant weighting treats identically. The flag is
     False when the Jacobian itself holds NaN or Inf.
     """
     gram = gramian(jac)
@@ -56,11 +56,11 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array]:
 
 
 def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
-    """Turns any :class:`Weighting` into an optax transformation over stacked Jacobians.
+    """Turns any `Weighting` into an optax transformation over stacked Jacobians.
 
     ``update(jac, state, params=None, **extra_args)`` takes the Jacobian (a pytree of
-    ``(K, ...)`` leaves, e.g. from :func:`value_and_jacobian`), computes the Gram matrix, asks the
-    weighting for coefficients :math:`c` and returns :math:`J^\\top c`, shaped like one task's
+    ``(K, ...)`` leaves, e.g. from `value_and_jacobian`), computes the Gram matrix, asks the
+    weighting for coefficients $c$ and returns $J^\\top c$, shaped like one task's
     gradient. It changes the leaves' shape, so it must come first in an ``optax.chain``.
 
     A Jacobian holding NaN or Inf gives a zero update and leaves the state as it was, apart from
@@ -72,7 +72,7 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
       num_tasks: K, needed by ``init`` because the state's shapes depend on it.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an :class:`AggregateState`.
+      An ``optax.GradientTransformationExtraArgs`` with an `AggregateState`.
 
     Example:
       >>> import jax.numpy as jnp, optax, camegrad_jax as cg
@@ -152,10 +152,10 @@ def came_grad(
     ``nu`` and ``task_weights`` may be traced (``optax.inject_hyperparams``, ``jax.vmap``).
 
     Args:
-      task_weights: task weights :math:`\\lambda \\ge 0` (default all ones).
-      rho: conflict radius :math:`\\rho \\ge 0`.
-      kappa: gain cap :math:`\\kappa \\ge 1`, or None to switch energy injection off.
-      nu: fusion coefficient :math:`\\nu \\in [0, 1]`.
+      task_weights: task weights $\\lambda \\ge 0$ (default all ones).
+      rho: conflict radius $\\rho \\ge 0$.
+      kappa: gain cap $\\kappa \\ge 1$, or None to switch energy injection off.
+      nu: fusion coefficient $\\nu \\in [0, 1]$.
       num_tasks: K, when ``task_weights`` is not given.
       solver: static iteration counts of the stage-1 solver for K > 2.
 

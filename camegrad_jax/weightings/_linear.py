@@ -27,7 +27,7 @@ def _constant(coeffs_for: Any) -> Weighting:
 
 
 def mean() -> Weighting:
-    """Linear scalarisation by the mean, :math:`c_k = 1/K`.
+    """Linear scalarisation by the mean, $c_k = 1/K$.
 
     Example:
       >>> import jax.numpy as jnp, camegrad_jax as cg
@@ -38,12 +38,12 @@ def mean() -> Weighting:
 
 
 def sum() -> Weighting:
-    """Linear scalarisation by the sum, :math:`c_k = 1`."""
+    """Linear scalarisation by the sum, $c_k = 1$."""
     return _constant(lambda k, dtype: jnp.ones((k,), dtype))
 
 
 def linear(task_weights: Any) -> Weighting:
-    """Linear scalarisation with fixed task weights, :math:`c = \\lambda` (e.g. ``[1, 4]``)."""
+    """Linear scalarisation with fixed task weights, $c = \\lambda$ (e.g. ``[1, 4]``)."""
     size = task_weights_size(task_weights)
 
     def coeffs_for(k: int, dtype: Any) -> Array:
