@@ -139,7 +139,7 @@ def _solve_on_support(
     eigvals, eigvecs = jnp.linalg.eigh(outer * gram + jnp.diag(1.0 - mask))
     cutoff = jnp.finfo(gram.dtype).eps * gram.shape[0] * jnp.max(eigvals)
     inv = jnp.where(eigvals > cutoff, 1.0 / jnp.where(eigvals > cutoff, eigvals, 1.0), 0.0)
-    pinv = outer * ((eigvecs * inv) @ eigvecs.T)
+    pinv = outer * ((eigvecs * inv[None, :]) @ eigvecs.T)
     b = mask * linear
     a2, a1, a0 = mask @ pinv @ mask, mask @ pinv @ b, b @ pinv @ b
     disc = jnp.maximum(a1**2 - a2 * (a0 - radius**2), 0.0)

@@ -1,0 +1,1 @@
+"""Runnable examples for camegrad_jax (not part of the installed package)."""

@@ -1,0 +1,84 @@
+"""Shared test fixtures: Jacobian samples, the float64 oracle, and jitted entry points.
+
+Jitted functions live here, at module level, so every test reuses one compilation per shape.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import reference as ref
+
+import camegrad_jax as cg
+from camegrad_jax._came import CameState, came_coefficients
+from camegrad_jax._simplex import psd_sqrt, solve_conflict_dual
+
+
+def init_came_state(num_tasks: int) -> CameState:
+    return cg.weightings.came().init(num_tasks)
+
+
+@functools.partial(jax.jit, static_argnames=("energy",))
+def came_jit(gram, task_weights, rho, kappa, nu, w_init, energy=True):
+    """CAME coefficients and state for one Gram matrix; ``energy=False`` means kappa=None."""
+    state = init_came_state(gram.shape[0])._replace(dual_weights=w_init)
+    return came_coefficients(gram, state, task_weights, rho, kappa if energy else None, nu)
+
+
+@jax.jit
+def dual_jit(gram_hat, task_weights, rho, w_init):
+    """The stage-1 dual solver alone, on a normalised Gram matrix."""
+    factor = psd_sqrt(gram_hat)
+    radius = rho * jnp.sqrt(jnp.sum((factor @ task_weights) ** 2))
+    return solve_conflict_dual(gram_hat, factor, gram_hat @ task_weights, radius, w_init)
+
+
+def came_np(jac, task_weights=None, rho=0.5, kappa=1.5, nu=0.2, dtype=np.float32):
+    """Runs ``came_jit`` on a numpy Jacobian (K, n); returns float64 coeffs, gain, fusion, w."""
+    k = jac.shape[0]
+    gram = np.asarray(cg.gramian(jnp.asarray(jac, dtype)))
+    weights = np.ones(k) if task_weights is None else np.asarray(task_weights)
+    coeffs, state = came_jit(
+        jnp.asarray(gram),
+        jnp.asarray(weights, gram.dtype),
+        jnp.asarray(rho, gram.dtype),
+        jnp.asarray(1.0 if kappa is None else kappa, gram.dtype),
+        jnp.asarray(nu, gram.dtype),
+        jnp.full((k,), 1.0 / k, gram.dtype),
+        energy=kappa is not None,
+    )
+    return {
+        "coeffs": np.asarray(coeffs, np.float64),
+        "gain": float(state.gain),
+        "fusion": float(state.fusion),
+        "dual_weights": np.asarray(state.dual_weights, np.float64),
+    }
+
+
+def update_distance(jac: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> float:
+    """‖Jᵀc1 − Jᵀc2‖ / max(‖Jᵀc2‖, Σ|c2_i|‖g_i‖·1e-3), in float64.
+
+    Coefficients are compared through the update they produce: with a rank-deficient Jacobian,
+    c is not unique even though the update is. The denominator's floor keeps near-zero updates
+    (complete cancellation) from dividing by round-off.
+    """
+    d1, d2 = jac.T @ c1, jac.T @ c2
+    floor = 1e-3 * np.abs(c2) @ np.linalg.norm(jac, axis=1)
+    return float(np.linalg.norm(d1 - d2) / max(np.linalg.norm(d2), floor, 1e-300))
+
+
+def jacobian_cases(seed: int = 0):
+    """(name, J) pairs: random ranks, conflicting and Pareto-stationary families, K in the spec."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for k in (1, 2, 3, 5, 16, 64):
+        dim = max(2 * k, 8)
+        for rank in sorted({1, max(1, k // 2), k}):
+            cases.append((f"K{k}-rank{rank}", ref.sample_jacobian(rng, k, dim, rank)))
+        if k >= 2:
+            cases.append((f"K{k}-conflicting", ref.conflicting_jacobian(rng, k, dim)))
+            cases.append((f"K{k}-pareto", ref.pareto_stationary_jacobian(rng, k, dim)))
+    return cases
