@@ -1,18 +1,18 @@
-"""CAME-Grad: conflict-averse direction, magnitude-enhanced energy, adaptive fusion.
+r"""CAME-Grad: conflict-averse direction, magnitude-enhanced energy, adaptive fusion.
 
-Every stage works on the normalised Gram matrix $\\hat G = G / \\operatorname{tr} G$ and
-returns coefficients, so the update is always $d = J^\\top c$. With task weights
-$\\lambda$, $g_\\lambda = J^\\top\\lambda$ and $\\hat G = L^\\top L$:
+Every stage works on the normalised Gram matrix $\hat G = G / \operatorname{tr} G$ and
+returns coefficients, so the update is always $d = J^\top c$. With task weights
+$\lambda$, $g_\lambda = J^\top\lambda$ and $\hat G = L^\top L$:
 
-1. `rectify`: $a = \\lambda + (\\rho\\|g_\\lambda\\| / \\|g_{w^*}\\|)\\,w^*$, with
+1. `rectify`: $a = \lambda + (\rho\|g_\lambda\| / \|g_{w^*}\|)\,w^*$, with
    $w^*$ the minimiser over the simplex of
-   $w^\\top\\hat G\\lambda + \\rho\\|g_\\lambda\\|\\sqrt{w^\\top\\hat Gw}$.
+   $w^\top\hat G\lambda + \rho\|g_\lambda\|\sqrt{w^\top\hat Gw}$.
 2. `inject_energy`: the gain
-   $\\gamma = \\min(\\kappa, \\sum_i\\lambda_i\\|g_i\\| / \\|J^\\top a\\|)$.
-3. `fuse`: $\\nu_t = \\min(\\nu, \\nu_{safe})$, the largest blend towards
-   $g_\\lambda$ that re-introduces no conflict.
+   $\gamma = \min(\kappa, \sum_i\lambda_i\|g_i\| / \|J^\top a\|)$.
+3. `fuse`: $\nu_t = \min(\nu, \nu_{safe})$, the largest blend towards
+   $g_\lambda$ that re-introduces no conflict.
 
-Final coefficients $c = (1-\\nu_t)\\gamma a + \\nu_t\\lambda$.
+Final coefficients $c = (1-\nu_t)\gamma a + \nu_t\lambda$.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ Array = jax.Array
 
 
 class CameState(NamedTuple):
-    """State and diagnostics of the CAME-Grad weighting (read with ``optax.tree.get``).
+    r"""State and diagnostics of the CAME-Grad weighting (read with ``optax.tree.get``).
 
     Attributes:
       dual_weights: $w^*$ of the last step, the warm start of the next.
-      gain: the energy gain $\\gamma$ of the last step.
-      fusion: the fusion coefficient $\\nu_t$ actually used at the last step.
+      gain: the energy gain $\gamma$ of the last step.
+      fusion: the fusion coefficient $\nu_t$ actually used at the last step.
       cosines: the K×K pairwise cosines of the task gradients at the last step.
     """
 
@@ -46,13 +46,13 @@ class CameState(NamedTuple):
 
 
 def _norm(factor: Array, coeffs: Array) -> Array:
-    """$\\|J^\\top x\\|$ in normalised units, computed as $\\|Lx\\|$ (no cancelling)."""
+    r"""$\|J^\top x\|$ in normalised units, computed as $\|Lx\|$ (no cancelling)."""
     z = factor @ coeffs
     return jnp.sqrt(jnp.sum(z * z))
 
 
 def _cancelled(length: Array, coeffs: Array, task_norms: Array) -> Array:
-    """Whether $\\|J^\\top x\\|$ is round-off next to the length with no cancellation."""
+    r"""Whether $\|J^\top x\|$ is round-off next to the length with no cancellation."""
     reach = jnp.abs(coeffs) @ task_norms
     return length <= jnp.sqrt(jnp.finfo(length.dtype).eps) * reach
 
@@ -65,11 +65,11 @@ def rectify(
     w_init: Array,
     solver: DualSolver = DualSolver(),
 ) -> tuple[Array, Array]:
-    """Stage 1, the conflict-averse anchor $a$ and the dual solution $w^*$.
+    r"""Stage 1, the conflict-averse anchor $a$ and the dual solution $w^*$.
 
-    Solves $\\max_d \\min_i \\langle g_i, d\\rangle$ subject to
-    $\\|d - g_\\lambda\\| \\le \\rho\\|g_\\lambda\\|$ through its dual on the simplex;
-    $a = \\lambda$ when $g_{w^*}$ vanishes (then no direction improves every task).
+    Solves $\max_d \min_i \langle g_i, d\rangle$ subject to
+    $\|d - g_\lambda\| \le \rho\|g_\lambda\|$ through its dual on the simplex;
+    $a = \lambda$ when $g_{w^*}$ vanishes (then no direction improves every task).
     """
     task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
     radius = rho * _norm(factor, task_weights)
@@ -83,10 +83,10 @@ def rectify(
 def inject_energy(
     gram: Array, factor: Array, task_weights: Array, anchor: Array, kappa: Array | None
 ) -> Array:
-    """Stage 2, the gain $\\gamma = \\min(\\kappa, E / \\|J^\\top a\\|)$.
+    r"""Stage 2, the gain $\gamma = \min(\kappa, E / \|J^\top a\|)$.
 
-    $E = \\sum_i \\lambda_i\\|g_i\\|$ is the length the update would have if no gradient
-    cancelled another; $\\gamma = 1$ when $J^\\top a$ vanishes or ``kappa`` is None.
+    $E = \sum_i \lambda_i\|g_i\|$ is the length the update would have if no gradient
+    cancelled another; $\gamma = 1$ when $J^\top a$ vanishes or ``kappa`` is None.
     """
     if kappa is None:
         return jnp.ones((), gram.dtype)
@@ -99,12 +99,12 @@ def inject_energy(
 
 
 def fuse(gram: Array, task_weights: Array, scaled_anchor: Array, nu: Array) -> Array:
-    """Stage 3, the fusion coefficient $\\nu_t = \\min(\\nu, \\nu_{safe})$.
+    r"""Stage 3, the fusion coefficient $\nu_t = \min(\nu, \nu_{safe})$.
 
-    Along $d(\\nu') = (1-\\nu')J^\\top\\gamma a + \\nu' g_\\lambda$ each task's inner product
-    moves linearly from $A_i = (\\hat G\\gamma a)_i$ to $B_i = (\\hat G\\lambda)_i$.
-    Task i limits the blend where it would fall below $t_i = \\min(0, A_i)$:
-    $\\nu'_i = (A_i - t_i)/(A_i - B_i)$ if $B_i < t_i$. $\\nu_{safe}$ is the
+    Along $d(\nu') = (1-\nu')J^\top\gamma a + \nu' g_\lambda$ each task's inner product
+    moves linearly from $A_i = (\hat G\gamma a)_i$ to $B_i = (\hat G\lambda)_i$.
+    Task i limits the blend where it would fall below $t_i = \min(0, A_i)$:
+    $\nu'_i = (A_i - t_i)/(A_i - B_i)$ if $B_i < t_i$. $\nu_{safe}$ is the
     smallest limit (1 if none).
     """
     a = gram @ scaled_anchor
@@ -116,7 +116,7 @@ def fuse(gram: Array, task_weights: Array, scaled_anchor: Array, nu: Array) -> A
 
 
 def cosines(gram: Array) -> Array:
-    """Pairwise cosines $G_{ij} / \\sqrt{G_{ii}G_{jj}}$ (0 for a zero gradient)."""
+    r"""Pairwise cosines $G_{ij} / \sqrt{G_{ii}G_{jj}}$ (0 for a zero gradient)."""
     norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
     outer = norms[:, None] * norms[None, :]
     return jnp.where(outer > 0.0, gram / jnp.where(outer > 0.0, outer, 1.0), 0.0)
@@ -131,10 +131,10 @@ def came_coefficients(
     nu: Array,
     solver: DualSolver = DualSolver(),
 ) -> tuple[Array, CameState]:
-    """The three stages on one Gram matrix: coefficients $c$ and the new state.
+    r"""The three stages on one Gram matrix: coefficients $c$ and the new state.
 
     A Gram matrix with zero (or non-finite) trace means every gradient is zero: the coefficients
-    are then $\\lambda$ (the update is zero whatever they are) and $w^*$ is kept.
+    are then $\lambda$ (the update is zero whatever they are) and $w^*$ is kept.
     """
     trace = jnp.trace(gram)
     valid = (trace > 0.0) & jnp.isfinite(trace)
@@ -169,19 +169,19 @@ def came(
     *,
     solver: DualSolver = DualSolver(),
 ) -> Weighting:
-    """The CAME-Grad weighting (Zhang et al., ICML 2026), Gram matrix in, coefficients out.
+    r"""The CAME-Grad weighting (Zhang et al., ICML 2026), Gram matrix in, coefficients out.
 
     The stages are those of the module docstring; ``rho = 0`` removes stage 1,
     ``kappa = None`` stage 2 and ``nu = 0`` stage 3, and ``rho = 0, kappa = 1`` is linear
-    scalarisation $c = \\lambda$. The coefficients are invariant to the scale of the Gram
+    scalarisation $c = \lambda$. The coefficients are invariant to the scale of the Gram
     matrix and equivariant to permutations of the tasks.
 
     Args:
-      task_weights: the user's task weights $\\lambda \\ge 0$ (default all ones). They can
+      task_weights: the user's task weights $\lambda \ge 0$ (default all ones). They can
         also be given per step as ``weigh(..., task_weights=...)``, which takes precedence.
-      rho: conflict radius $\\rho \\ge 0$, relative to $\\|g_\\lambda\\|$.
-      kappa: gain cap $\\kappa \\ge 1$, or None to switch energy injection off.
-      nu: fusion coefficient $\\nu \\in [0, 1]$.
+      rho: conflict radius $\rho \ge 0$, relative to $\|g_\lambda\|$.
+      kappa: gain cap $\kappa \ge 1$, or None to switch energy injection off.
+      nu: fusion coefficient $\nu \in [0, 1]$.
       solver: static iteration counts of the stage-1 solver for K > 2.
 
     Returns:

@@ -1,11 +1,11 @@
-"""Gram space: validate a stacked Jacobian, contract it to a Gram matrix, combine it back.
+r"""Gram space: validate a stacked Jacobian, contract it to a Gram matrix, combine it back.
 
 A stacked Jacobian is any pytree whose leaves carry a leading task axis of size K:
 leaf ``l`` has shape ``(K, *shape_l)`` and row ``k`` of the Jacobian is the pytree of the
 ``k``-th slices. With ``J`` the Jacobian flattened to a ``(K, n)`` matrix,
 
 $$
-G = J J^\\top = \\sum_l J_l J_l^\\top, \\qquad d = J^\\top c = \\sum_k c_k J_k .
+G = J J^\top = \sum_l J_l J_l^\top, \qquad d = J^\top c = \sum_k c_k J_k .
 $$
 
 Both are computed leaf by leaf (``tensordot`` over the trailing axes), never by flattening the
@@ -69,9 +69,9 @@ def gram_dtype(jac: PyTree) -> jnp.dtype:
 
 
 def gramian(jac: PyTree) -> Array:
-    """The Gram matrix $G = J J^\\top$ of a stacked Jacobian.
+    r"""The Gram matrix $G = J J^\top$ of a stacked Jacobian.
 
-    Each leaf contributes $J_l J_l^\\top$, contracted over its trailing axes with the
+    Each leaf contributes $J_l J_l^\top$, contracted over its trailing axes with the
     products accumulated in float32 or wider (bf16 and fp16 gradients are fine).
 
     Args:
@@ -101,7 +101,7 @@ def gramian(jac: PyTree) -> Array:
 
 
 def combine(jac: PyTree, coeffs: Array) -> PyTree:
-    """The combination $d = J^\\top c = \\sum_k c_k J_k$, leaf by leaf.
+    r"""The combination $d = J^\top c = \sum_k c_k J_k$, leaf by leaf.
 
     Args:
       jac: a pytree whose leaves have shape ``(K, ...)``.

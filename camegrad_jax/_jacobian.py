@@ -10,10 +10,10 @@ import jax.numpy as jnp
 
 
 def value_and_jacobian(loss_fn: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
-    """Wraps ``loss_fn(params, *args)``, which returns K task losses, to also return their Jacobian.
+    r"""Wraps ``loss_fn(params, *args)``, which returns K task losses, to return their Jacobian.
 
     The forward pass runs once (``jax.vjp``); the pullback is vmapped over the K basis vectors
-    $e_k$, so row k of the Jacobian is $\\nabla_\\theta L_k$. The Jacobian has the
+    $e_k$, so row k of the Jacobian is $\nabla_\theta L_k$. The Jacobian has the
     structure of ``params`` with a leading axis of size K on every leaf, ready for
     `came_grad` or `aggregate`.
 

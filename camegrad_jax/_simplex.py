@@ -1,4 +1,4 @@
-"""Fixed-iteration solvers on the probability simplex $\\Delta_K$.
+r"""Fixed-iteration solvers on the probability simplex $\Delta_K$.
 
 Everything here works on K×K matrices, is jit-compiled and vmap-able, and runs a static number
 of iterations, so a step costs the same every time and never synchronises with the host.
@@ -15,11 +15,11 @@ Array = jax.Array
 
 
 def project_simplex(v: Array) -> Array:
-    """Euclidean projection of ``v`` onto $\\{w \\ge 0, \\sum_i w_i = 1\\}$.
+    r"""Euclidean projection of ``v`` onto $\{w \ge 0, \sum_i w_i = 1\}$.
 
     The sort-based algorithm (Held et al. 1974): with $u$ sorted decreasingly and
-    $\\theta = \\max_j (\\sum_{i \\le j} u_i - 1) / j$ over the $j$ for which that
-    threshold stays below $u_j$, the projection is $\\max(v - \\theta, 0)$.
+    $\theta = \max_j (\sum_{i \le j} u_i - 1) / j$ over the $j$ for which that
+    threshold stays below $u_j$, the projection is $\max(v - \theta, 0)$.
 
     Example:
       >>> import jax.numpy as jnp
@@ -35,9 +35,9 @@ def project_simplex(v: Array) -> Array:
 
 
 def psd_sqrt(gram: Array) -> Array:
-    """A K×K factor $L$ with $L^\\top L = G$ (negative round-off eigenvalues dropped).
+    r"""A K×K factor $L$ with $L^\top L = G$ (negative round-off eigenvalues dropped).
 
-    Working with $\\|L w\\|$ instead of $\\sqrt{w^\\top G w}$ avoids the cancellation
+    Working with $\|L w\|$ instead of $\sqrt{w^\top G w}$ avoids the cancellation
     that makes the quadratic form meaningless in float32 near its null space.
     """
     eigvals, eigvecs = jnp.linalg.eigh(gram)
@@ -49,14 +49,14 @@ def _norm(x: Array) -> Array:
 
 
 def conflict_dual_pair(gram: Array, linear: Array, radius: Array) -> Array:
-    """Exact minimiser of $b^\\top w + r\\sqrt{w^\\top G w}$ on $\\Delta_2$.
+    r"""Exact minimiser of $b^\top w + r\sqrt{w^\top G w}$ on $\Delta_2$.
 
     With $w = (t, 1-t)$ the objective is convex in $t$. Writing
-    $A = \\|g_1 - g_2\\|^2$, $B = \\langle g_1 - g_2, g_2\\rangle$,
-    $D = G_{11}G_{22} - G_{12}^2$ and $\\delta = b_1 - b_2$, the stationarity
-    condition $\\delta + r(At + B)/\\sqrt{q(t)} = 0$ has, when $\\delta^2 < r^2 A$,
-    the root $t = (u - B)/A$ with $u = -\\delta\\sqrt{D / (r^2A - \\delta^2)}$;
-    otherwise the objective is monotone and the minimiser is the vertex that $\\delta$
+    $A = \|g_1 - g_2\|^2$, $B = \langle g_1 - g_2, g_2\rangle$,
+    $D = G_{11}G_{22} - G_{12}^2$ and $\delta = b_1 - b_2$, the stationarity
+    condition $\delta + r(At + B)/\sqrt{q(t)} = 0$ has, when $\delta^2 < r^2 A$,
+    the root $t = (u - B)/A$ with $u = -\delta\sqrt{D / (r^2A - \delta^2)}$;
+    otherwise the objective is monotone and the minimiser is the vertex that $\delta$
     points away from. Clipping the root to [0, 1] gives the constrained minimiser.
     """
     a = gram[0, 0] - 2.0 * gram[0, 1] + gram[1, 1]
@@ -75,21 +75,21 @@ def conflict_dual_pair(gram: Array, linear: Array, radius: Array) -> Array:
 def conflict_dual_pdhg(
     gram: Array, factor: Array, linear: Array, radius: Array, w_init: Array, num_iters: int
 ) -> Array:
-    """Minimiser of $b^\\top w + r\\|L w\\|$ on $\\Delta_K$ by primal–dual splitting.
+    r"""Minimiser of $b^\top w + r\|L w\|$ on $\Delta_K$ by primal–dual splitting.
 
-    Chambolle–Pock on $\\min_w f(w) + h(Lw)$ with $f = b^\\top w + \\iota_\\Delta$,
-    $h = r\\|\\cdot\\|$ and $L^\\top L = G$ a K×K square root:
+    Chambolle–Pock on $\min_w f(w) + h(Lw)$ with $f = b^\top w + \iota_\Delta$,
+    $h = r\|\cdot\|$ and $L^\top L = G$ a K×K square root:
 
     $$
-    \\begin{aligned}
-    y &\\leftarrow \\Pi_{\\|y\\| \\le r}(y + \\sigma L \\bar w), \\\\
-    w^+ &\\leftarrow \\Pi_\\Delta(w - \\tau(L^\\top y + b)), \\qquad \\bar w = 2w^+ - w .
-    \\end{aligned}
+    \begin{aligned}
+    y &\leftarrow \Pi_{\|y\| \le r}(y + \sigma L \bar w), \\
+    w^+ &\leftarrow \Pi_\Delta(w - \tau(L^\top y + b)), \qquad \bar w = 2w^+ - w .
+    \end{aligned}
     $$
 
     The splitting never differentiates the norm, so it does not stall where $Lw = 0$
     (rank-deficient Gram, Pareto-stationary points), unlike projected (sub)gradient descent.
-    The dual starts at $r\\,Lw_0/\\|Lw_0\\|$, its optimal value for a warm start $w_0$.
+    The dual starts at $r\,Lw_0/\|Lw_0\|$, its optimal value for a warm start $w_0$.
     The best iterate (lowest objective) is returned.
     """
     op_norm = jnp.sqrt(jnp.maximum(jnp.max(jnp.sum(factor * factor, axis=1)), 1e-30))
@@ -124,16 +124,21 @@ def conflict_dual_pdhg(
 
 def _solve_on_support(
     gram: Array, linear: Array, radius: Array, mask: Array
-) -> tuple[Array, Array]:
-    """The stationary point of the dual on the face whose support is ``mask``.
+) -> tuple[Array, Array, Array]:
+    r"""The stationary points of the dual on the face whose support is ``mask``.
 
-    With $v = (r/s) w$ (so that $a = \\lambda + v$), optimality on the face reads
-    $G_{SS} v_S - F 1 = -b_S$ and $v_S^\\top G_{SS} v_S = r^2$, where $F$ is
-    the optimal value. Hence $v_S = P(F1 - b_S)$ with $P = G_{SS}^+$, and $F$
-    is the larger root of $\alpha_2F^2 - 2\alpha_1F + \alpha_0 - r^2 = 0$
-    ($\alpha_2 = 1^\top P1$, $\alpha_1 = 1^\top Pb_S$,
-    $\alpha_0 = b_S^\top Pb_S$), the one with $1^\top v > 0$. Returns
-    $w = v / 1^\top v$, which may leave the simplex (the caller checks).
+    Smooth case: with $v = (r/s) w$ (so that $a = \lambda + v$), optimality on the face
+    reads $G_{SS} v_S - F 1 = -b_S$ and $v_S^\top G_{SS} v_S = r^2$, where $F$ is the
+    optimal value. Hence $v_S = P(F1 - b_S)$ with $P = G_{SS}^+$, and $F$ is the larger
+    root of $\alpha_2F^2 - 2\alpha_1F + \alpha_0 - r^2 = 0$ ($\alpha_2 = 1^\top P1$,
+    $\alpha_1 = 1^\top Pb_S$, $\alpha_0 = b_S^\top Pb_S$), the one with $1^\top v > 0$.
+
+    Kink case: when $G_{SS}$ is singular, its null vector $n$ gives $g_w = 0$ for
+    $w = n / 1^\top n$, where the objective is $b^\top w = \lambda^\top G w = 0$; this is the
+    optimum whenever 0 in the tasks' convex hull beats every smooth point.
+
+    Returns the smooth candidate, the kink candidate (both may leave the simplex; the caller
+    checks) and whether $G_{SS}$ is singular (the face is degenerate).
     """
     outer = mask[:, None] * mask[None, :]
     eigvals, eigvecs = jnp.linalg.eigh(outer * gram + jnp.diag(1.0 - mask))
@@ -145,8 +150,9 @@ def _solve_on_support(
     disc = jnp.maximum(a1**2 - a2 * (a0 - radius**2), 0.0)
     value = (a1 + jnp.sqrt(disc)) / jnp.maximum(a2, jnp.finfo(gram.dtype).tiny)
     v = pinv @ (value * mask - b)
+    null = mask * eigvecs[:, 0]
     singular = jnp.sum(eigvals > cutoff) < gram.shape[0]
-    return v / jnp.sum(v), singular
+    return v / jnp.sum(v), null / jnp.sum(null), singular
 
 
 def refine_active_set(
@@ -159,25 +165,30 @@ def refine_active_set(
     (`_solve_on_support`); a negative weight, or a degenerate face (more tasks than the
     rank of their Gram block), drops the task of smallest weight from the support; otherwise the
     task that most violates optimality (a gradient entry below the optimal value) joins it.
-    Every candidate is scored with the true objective and only an improvement is kept, so the
-    refinement never makes the answer worse. ``num_rounds`` is static.
+    Each round also scores the face's kink candidate ($g_w = 0$). Every candidate is scored
+    with the true objective and only an improvement is kept, so the refinement never makes the
+    answer worse. ``num_rounds`` is static.
     """
     eps = jnp.finfo(w.dtype).eps
 
     def objective(v: Array) -> Array:
         return linear @ v + radius * _norm(factor @ v)
 
-    def body(_, carry):
-        mask, best_w, best_f = carry
-        cand, singular = _solve_on_support(gram, linear, radius, mask)
-        finite = jnp.all(jnp.isfinite(cand))
-        cand = jnp.where(finite, cand, best_w)
-        negative = mask * cand < -eps
-        shrink = jnp.any(negative) | (singular & (jnp.sum(mask) > 1))
+    def keep_better(cand: Array, best_w: Array, best_f: Array) -> tuple[Array, Array, Array]:
+        cand = jnp.where(jnp.all(jnp.isfinite(cand)), cand, best_w)
         feasible = project_simplex(jnp.maximum(cand, 0.0))
         f = objective(feasible)
         better = f < best_f
-        best_w, best_f = jnp.where(better, feasible, best_w), jnp.where(better, f, best_f)
+        return feasible, jnp.where(better, feasible, best_w), jnp.where(better, f, best_f)
+
+    def body(_, carry):
+        mask, best_w, best_f = carry
+        cand, kink, singular = _solve_on_support(gram, linear, radius, mask)
+        _, best_w, best_f = keep_better(kink, best_w, best_f)
+        feasible, best_w, best_f = keep_better(cand, best_w, best_f)
+        cand = jnp.where(jnp.all(jnp.isfinite(cand)), cand, feasible)
+        negative = mask * cand < -eps
+        shrink = jnp.any(negative) | (singular & (jnp.sum(mask) > 1))
         s = jnp.maximum(_norm(factor @ feasible), jnp.finfo(w.dtype).tiny)
         grad = linear + radius * (gram @ feasible) / s
         violation = jnp.where(mask > 0, 0.0, jnp.min(jnp.where(mask > 0, grad, jnp.inf)) - grad)
@@ -203,7 +214,7 @@ class DualSolver(NamedTuple):
       active_set_rounds: exact active-set rounds after them (`refine_active_set`).
     """
 
-    pdhg_iters: int = 500
+    pdhg_iters: int = 2000
     active_set_rounds: int = 8
 
 
@@ -215,7 +226,7 @@ def solve_conflict_dual(
     w_init: Array,
     solver: DualSolver = DualSolver(),
 ) -> Array:
-    """Minimiser of $b^\\top w + r\\|Lw\\|$ over $\\Delta_K$ ($L^\\top L = G$).
+    r"""Minimiser of $b^\top w + r\|Lw\|$ over $\Delta_K$ ($L^\top L = G$).
 
     K = 1 is trivial and K = 2 exact (`conflict_dual_pair`); larger K runs the primal–dual
     iterations from ``w_init``, then exact active-set rounds (counts in ``solver``).

@@ -32,11 +32,11 @@ class AggregateState(NamedTuple):
 
 
 def _robust_gramian(jac: Any) -> tuple[Array, Array]:
-    """The Gram matrix, rescaled where float32 would overflow or underflow, and a finiteness flag.
+    r"""The Gram matrix, rescaled where float32 would overflow or underflow, and a finiteness flag.
 
     The plain Gram matrix is computed first; only when it is non-finite or its trace is too small
     to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed from
-    $J / \\max|J|$, which every scale-invariant weighting treats identically. The flag is
+    $J / \max|J|$, which every scale-invariant weighting treats identically. The flag is
     False when the Jacobian itself holds NaN or Inf.
     """
     gram = gramian(jac)
@@ -56,11 +56,11 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array]:
 
 
 def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
-    """Turns any `Weighting` into an optax transformation over stacked Jacobians.
+    r"""Turns any `Weighting` into an optax transformation over stacked Jacobians.
 
     ``update(jac, state, params=None, **extra_args)`` takes the Jacobian (a pytree of
     ``(K, ...)`` leaves, e.g. from `value_and_jacobian`), computes the Gram matrix, asks the
-    weighting for coefficients $c$ and returns $J^\\top c$, shaped like one task's
+    weighting for coefficients $c$ and returns $J^\top c$, shaped like one task's
     gradient. It changes the leaves' shape, so it must come first in an ``optax.chain``.
 
     A Jacobian holding NaN or Inf gives a zero update and leaves the state as it was, apart from
@@ -143,7 +143,7 @@ def came_grad(
     num_tasks: int | None = None,
     solver: DualSolver = DualSolver(),
 ) -> Any:
-    """CAME-Grad as an optax transformation: stacked Jacobian in, update out.
+    r"""CAME-Grad as an optax transformation: stacked Jacobian in, update out.
 
     ``aggregate(weightings.came(task_weights, rho, kappa, nu), num_tasks=K)`` with K taken from
     ``task_weights`` or ``num_tasks`` (both given: they must agree). Put it first in a chain,
@@ -152,10 +152,10 @@ def came_grad(
     ``nu`` and ``task_weights`` may be traced (``optax.inject_hyperparams``, ``jax.vmap``).
 
     Args:
-      task_weights: task weights $\\lambda \\ge 0$ (default all ones).
-      rho: conflict radius $\\rho \\ge 0$.
-      kappa: gain cap $\\kappa \\ge 1$, or None to switch energy injection off.
-      nu: fusion coefficient $\\nu \\in [0, 1]$.
+      task_weights: task weights $\lambda \ge 0$ (default all ones).
+      rho: conflict radius $\rho \ge 0$.
+      kappa: gain cap $\kappa \ge 1$, or None to switch energy injection off.
+      nu: fusion coefficient $\nu \in [0, 1]$.
       num_tasks: K, when ``task_weights`` is not given.
       solver: static iteration counts of the stage-1 solver for K > 2.
 

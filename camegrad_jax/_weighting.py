@@ -21,11 +21,11 @@ class WeightingWeighFn(Protocol):
 
 
 class Weighting(NamedTuple):
-    """A pair of pure functions mapping the K×K Gram matrix to K combination coefficients.
+    r"""A pair of pure functions mapping the K×K Gram matrix to K combination coefficients.
 
     ``state = init(num_tasks)`` builds the state (its shapes depend on K only);
     ``coeffs, state = weigh(gram, state, **extra_args)`` returns the ``(K,)`` coefficients
-    $c$ of the update $d = J^\\top c$. ``extra_args`` are the keyword arguments given
+    $c$ of the update $d = J^\top c$. ``extra_args`` are the keyword arguments given
     to the transformation's ``update`` (e.g. per-step ``task_weights``); a weighting ignores
     those it does not use. Diagnostics live in the state, so ``optax.tree.get`` reads them.
     """

@@ -43,7 +43,7 @@ def sum() -> Weighting:
 
 
 def linear(task_weights: Any) -> Weighting:
-    """Linear scalarisation with fixed task weights, $c = \\lambda$ (e.g. ``[1, 4]``)."""
+    r"""Linear scalarisation with fixed task weights, $c = \lambda$ (e.g. ``[1, 4]``)."""
     size = task_weights_size(task_weights)
 
     def coeffs_for(k: int, dtype: Any) -> Array:
