@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
 from camegrad_jax._simplex import DualSolver, psd_sqrt, solve_conflict_dual
@@ -228,7 +229,7 @@ def came(
             weights = jnp.ones((num_tasks,), gram.dtype)
         elif task_weights_size(weights) != num_tasks:
             raise ValueError(
-                f"`task_weights` has {jnp.shape(weights)[0]} entries but the Gram matrix is "
+                f"`task_weights` has {np.shape(weights)[0]} entries but the Gram matrix is "
                 f"{num_tasks}×{num_tasks}."
             )
         state = jax.tree_util.tree_map(lambda x: x.astype(gram.dtype), state)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -47,7 +46,7 @@ def static_num_tasks(num_tasks: Any) -> int | None:
 
 def task_weights_size(task_weights: Any) -> int:
     """K implied by ``task_weights`` (a 1-D vector), checking what can be checked now."""
-    shape = jnp.shape(task_weights)
+    shape = np.shape(task_weights)
     if len(shape) != 1 or shape[0] < 1:
         raise ValueError(
             "`task_weights` must be a non-empty 1-D vector, one weight per task; "

@@ -116,7 +116,8 @@ def combine(jac: PyTree, coeffs: Array) -> PyTree:
       {'w': Array([ 1., -1.], dtype=float32)}
     """
     num_tasks = num_tasks_of(jac)
-    if jnp.shape(coeffs) != (num_tasks,):
+    coeffs = jnp.asarray(coeffs)
+    if coeffs.shape != (num_tasks,):
         raise ValueError(
             f"`coeffs` has shape {jnp.shape(coeffs)}; expected ({num_tasks},), one per task."
         )

@@ -111,9 +111,9 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
         expected = state.coefficients.shape[0]
         if k != expected or (declared is not None and k != declared):
             raise ValueError(
-                f"The Jacobian has {k} tasks on its leading axis but the state was initialised "
-                f"for {expected}. The aggregation must be the first transformation of the chain "
-                "and receive the stacked Jacobian (leaves of shape (K, ...))."
+                f"`updates` (the Jacobian) has {k} tasks on its leading axis but the state was "
+                f"initialised for {expected}. The aggregation must be the first transformation of "
+                "the chain and receive the stacked Jacobian (leaves of shape (K, ...))."
             )
         gram, finite = _robust_gramian(updates)
         coeffs, new_state = weighting.weigh(gram, state.weighting_state, **extra_args)

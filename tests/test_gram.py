@@ -1,0 +1,217 @@
+"""`cg.gramian` and `cg.combine` against a float64 numpy reference, their dtype rules and errors."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import camegrad_jax as cg
+
+# Trailing shapes of the leaves of one task's gradient: a nested pytree with a list, so leaf
+# paths mix dict keys and sequence indices.
+TRAILING = {"w": (3, 2), "b": (4,), "nested": [(1, 2, 1), (2,)]}
+
+
+def make_jac(k: int, dtype=jnp.float32, seed: int = 0):
+    """A stacked Jacobian with leaves ``(K, *trailing)`` of ``dtype`` drawn from a normal."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda shape: jnp.asarray(rng.standard_normal((k, *shape)), dtype),
+        TRAILING,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+
+
+def flat64(jac) -> np.ndarray:
+    """The Jacobian as a float64 (K, n) numpy matrix: leaves flattened and concatenated."""
+    leaves = jax.tree.leaves(jac)
+    k = leaves[0].shape[0]
+    return np.concatenate(
+        [np.asarray(leaf).astype(np.float64).reshape(k, -1) for leaf in leaves],
+        axis=1,
+    )
+
+
+# Eager dispatch compiles each leaf's ops separately; one jitted entry point per input signature
+# is cheaper. Eager mode has its own tests.
+gramian_jit = jax.jit(cg.gramian)
+combine_jit = jax.jit(cg.combine)
+
+
+def assert_close_to(gram, expected: np.ndarray, rtol: float) -> None:
+    """Entrywise error at most ``rtol`` times the largest entry (entries may cancel to ~0)."""
+    got = np.asarray(gram, np.float64)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=rtol * np.max(np.abs(expected)))
+
+
+# --- gramian --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_gramian_float32_matches_float64_reference(k):
+    jac = make_jac(k)
+    gram = gramian_jit(jac)
+    ref = flat64(jac)
+    assert gram.dtype == jnp.float32
+    assert gram.shape == (k, k)
+    assert_close_to(gram, ref @ ref.T, 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_gramian_low_precision_gives_float32(k, dtype):
+    """The products of the rounded values are exact in float32: only the sums round."""
+    jac = make_jac(k, dtype)
+    gram = gramian_jit(jac)
+    ref = flat64(jac)  # the float64 reference of the *rounded* values
+    assert gram.dtype == jnp.float32
+    assert_close_to(gram, ref @ ref.T, 1e-6)
+
+
+def test_gramian_mixed_bf16_and_float32_leaves_gives_float32():
+    jac = make_jac(3)
+    jac["w"] = jac["w"].astype(jnp.bfloat16)
+    gram = gramian_jit(jac)
+    ref = flat64(jac)
+    assert gram.dtype == jnp.float32
+    assert_close_to(gram, ref @ ref.T, 1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_gramian_float64_under_x64(k):
+    with jax.enable_x64(True):
+        jac = make_jac(k, jnp.float64)
+        assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(jac))
+        gram = gramian_jit(jac)
+        ref = flat64(jac)
+        assert gram.dtype == jnp.float64
+        assert_close_to(gram, ref @ ref.T, 1e-13)
+
+
+def test_gramian_is_symmetric():
+    gram = np.asarray(gramian_jit(make_jac(3, seed=1)))
+    np.testing.assert_array_equal(gram, gram.T)
+    assert np.all(np.linalg.eigvalsh(gram.astype(np.float64)) > -1e-5 * np.trace(gram))
+
+
+def test_gramian_eager():
+    jac = make_jac(3)
+    ref = flat64(jac)
+    gram = cg.gramian(jac)
+    assert gram.dtype == jnp.float32
+    assert_close_to(gram, ref @ ref.T, 1e-6)
+
+
+# --- combine --------------------------------------------------------------------------------
+
+
+def unflatten_like(jac, flat: np.ndarray):
+    """Splits a flat (n,) vector back into a pytree shaped like one task's gradient."""
+    leaves, treedef = jax.tree.flatten(jac)
+    sizes = [int(np.prod(leaf.shape[1:])) for leaf in leaves]
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    return jax.tree.unflatten(
+        treedef, [p.reshape(leaf.shape[1:]) for p, leaf in zip(pieces, leaves, strict=True)]
+    )
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_combine_matches_numpy(k):
+    jac = make_jac(k)
+    coeffs = np.linspace(-1.0, 2.0, k)
+    out = combine_jit(jac, jnp.asarray(coeffs, jnp.float32))
+    expected = unflatten_like(jac, flat64(jac).T @ coeffs)
+    assert jax.tree.structure(out) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(expected), strict=True):
+        assert got.dtype == jnp.float32
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+def test_combine_keeps_each_leaf_dtype():
+    jac = make_jac(3)
+    jac["w"] = jac["w"].astype(jnp.bfloat16)
+    jac["nested"][1] = jac["nested"][1].astype(jnp.float16)
+    coeffs = np.array([0.5, -1.0, 2.0])
+    out = combine_jit(jac, jnp.asarray(coeffs, jnp.float32))
+    for got, leaf in zip(jax.tree.leaves(out), jax.tree.leaves(jac), strict=True):
+        assert got.dtype == leaf.dtype
+    expected = unflatten_like(jac, flat64(jac).T @ coeffs)
+    # bf16 output: one rounding of the float32-accumulated result (8 bits of mantissa).
+    np.testing.assert_allclose(
+        np.asarray(out["w"], np.float64), expected["w"], rtol=2**-7, atol=1e-2
+    )
+    np.testing.assert_allclose(np.asarray(out["b"]), expected["b"], rtol=1e-5, atol=1e-6)
+
+
+def test_combine_eager():
+    jac = make_jac(3)
+    jac["w"] = jac["w"].astype(jnp.bfloat16)
+    coeffs = np.array([1.0, 0.25, -0.5])
+    out = cg.combine(jac, jnp.asarray(coeffs, jnp.float32))
+    assert out["w"].dtype == jnp.bfloat16 and out["b"].dtype == jnp.float32
+    expected = unflatten_like(jac, flat64(jac).T @ coeffs)
+    np.testing.assert_allclose(np.asarray(out["b"]), expected["b"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out["w"], np.float64), expected["w"], rtol=2**-7, atol=1e-2
+    )
+
+
+def test_combine_float64_under_x64():
+    with jax.enable_x64(True):
+        jac = make_jac(3, jnp.float64)
+        coeffs = np.array([1.0, -2.0, 0.5])
+        out = combine_jit(jac, jnp.asarray(coeffs))
+        expected = unflatten_like(jac, flat64(jac).T @ coeffs)
+        for got, want in zip(jax.tree.leaves(out), jax.tree.leaves(expected), strict=True):
+            assert got.dtype == jnp.float64
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-13, atol=1e-13)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [cg.gramian, lambda j: cg.combine(j, jnp.ones(3))])
+def test_leading_axes_differ(fn):
+    jac = {"a": jnp.ones((3, 2)), "b": [jnp.ones((3,)), jnp.ones((2, 4))]}
+    msg = re.escape("['a'] has leading axis 3 but ['b'][1] has 2")
+    with pytest.raises(ValueError, match=msg):
+        fn(jac)
+
+
+@pytest.mark.parametrize("fn", [cg.gramian, lambda j: cg.combine(j, jnp.ones(3))])
+def test_scalar_leaf(fn):
+    jac = {"a": jnp.ones((3, 2)), "s": jnp.float32(1.0)}
+    with pytest.raises(
+        ValueError, match=re.escape("leaf ['s'] is a scalar") + ".*leading task axis"
+    ):
+        fn(jac)
+
+
+@pytest.mark.parametrize("fn", [cg.gramian, lambda j: cg.combine(j, jnp.ones(3))])
+def test_integer_leaf(fn):
+    jac = {"a": jnp.ones((3, 2)), "count": jnp.ones((3, 2), jnp.int32)}
+    msg = re.escape("leaf ['count'] has dtype int32") + ".*expected floating-point"
+    with pytest.raises(TypeError, match=msg):
+        fn(jac)
+
+
+@pytest.mark.parametrize("empty", [{}, [], None], ids=["dict", "list", "None"])
+def test_empty_pytree(empty):
+    with pytest.raises(ValueError, match=r"`jac` has no array leaves; expected .*\(K, \.\.\.\)"):
+        cg.gramian(empty)
+    with pytest.raises(ValueError, match="`jac` has no array leaves"):
+        cg.combine(empty, jnp.ones(3))
+
+
+@pytest.mark.parametrize("shape", [(2,), (4,), (3, 1), ()])
+def test_combine_coeffs_wrong_shape(shape):
+    jac = make_jac(3)
+    msg = re.escape(f"`coeffs` has shape {shape}; expected (3,)")
+    with pytest.raises(ValueError, match=msg):
+        cg.combine(jac, jnp.ones(shape))
