@@ -43,6 +43,7 @@ def test_extreme_scales_match_reference(k, scale):
     np.testing.assert_allclose(np.asarray(update, np.float64), jac.T @ coeffs * scale, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_matches_reference_in_float64():
     """Under x64 the same code meets the oracle to float64 round-off, far below FLOAT32_TOL."""
     import jax

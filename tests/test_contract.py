@@ -97,6 +97,7 @@ def test_dtypes(subject, dtype):
     check_dtypes(subject, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("subject", SUBJECTS[:1], ids=IDS[:1])
 def test_float64(subject):
     with jax.enable_x64(True):

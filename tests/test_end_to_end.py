@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import camegrad_jax as cg
 
@@ -51,6 +52,7 @@ def worst_relative_loss(aggregator, seed):
     return jnp.max(task_losses(final, x, y) / task_losses(params, x, y))
 
 
+@pytest.mark.slow
 def test_came_grad_lowers_the_worst_task_loss_below_linear_scalarisation():
     seeds = jnp.arange(NUM_SEEDS)
     run = lambda agg: jax.jit(jax.vmap(lambda s: worst_relative_loss(agg, s)))(seeds)  # noqa: E731

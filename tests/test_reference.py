@@ -23,6 +23,9 @@ from reference import (
 
 DIM = 12
 
+# The oracle's own validation: run in CI, not on every edit of the library.
+pytestmark = pytest.mark.slow
+
 
 def _normalised_gram(jac):
     gram = jac @ jac.T

@@ -68,6 +68,7 @@ def test_stage1_optimal_in_float32(name, jac, weights, rho):
     assert _gap(gram_hat, weights, rho) <= 1e-5
 
 
+@pytest.mark.slow
 def test_stage1_at_the_kink_float32_floor_and_float64():
     """0 on a face of the hull makes g_w = 0 optimal, the dual's non-smooth point.
 

@@ -75,6 +75,7 @@ def test_masked_chunks_match_a_single_chunk():
     np.testing.assert_array_equal(a["traj"][0], starts.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_demo_writes_png_and_json(tmp_path):
     summary = demo.run_demo(tmp_path / "toy", steps=12, chunk=5, progress=False, verbose=False)
     png = tmp_path / "toy" / "toy_trajectories.png"
