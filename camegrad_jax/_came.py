@@ -186,9 +186,10 @@ def came(
       solver: static iteration counts of the stage-1 solver for K > 2.
 
     Returns:
-      A `Weighting` whose state is a `CameState`.
+      A [`Weighting`][camegrad_jax.Weighting] whose state is a
+      [`CameState`][camegrad_jax.weightings.CameState].
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])  # two conflicting unit gradients
       >>> weighting = cg.weightings.came()

@@ -80,7 +80,7 @@ def gramian(jac: PyTree) -> Array:
     Returns:
       A ``(K, K)`` symmetric positive semi-definite matrix, float32 (float64 if any leaf is).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> jac = {"w": jnp.array([[1.0, 0.0], [1.0, 1.0]]), "b": jnp.array([[2.0], [0.0]])}
       >>> cg.gramian(jac)
@@ -110,7 +110,7 @@ def combine(jac: PyTree, coeffs: Array) -> PyTree:
     Returns:
       A pytree shaped like one task's gradient; each leaf keeps its dtype.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> cg.combine({"w": jnp.array([[1.0, 0.0], [1.0, 1.0]])}, jnp.array([2.0, -1.0]))
       {'w': Array([ 1., -1.], dtype=float32)}

@@ -15,7 +15,7 @@ def value_and_jacobian(loss_fn: Callable[..., Any], has_aux: bool = False) -> Ca
     The forward pass runs once (``jax.vjp``); the pullback is vmapped over the K basis vectors
     $e_k$, so row k of the Jacobian is $\nabla_\theta L_k$. The Jacobian has the
     structure of ``params`` with a leading axis of size K on every leaf, ready for
-    `came_grad` or `aggregate`.
+    [`came_grad`][camegrad_jax.came_grad] or [`aggregate`][camegrad_jax.aggregate].
 
     Args:
       loss_fn: ``loss_fn(params, *args) -> losses`` with ``losses`` of shape ``(K,)``, or
@@ -25,7 +25,7 @@ def value_and_jacobian(loss_fn: Callable[..., Any], has_aux: bool = False) -> Ca
     Returns:
       A function ``(params, *args) -> (losses, jac)``, or ``((losses, aux), jac)``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> losses_fn = lambda p, x: jnp.stack([jnp.sum(p["w"] * x), jnp.sum(p["w"] ** 2)])
       >>> losses, jac = cg.value_and_jacobian(losses_fn)({"w": jnp.array([1.0, 2.0])}, 3.0)

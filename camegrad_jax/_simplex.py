@@ -21,7 +21,7 @@ def project_simplex(v: Array) -> Array:
     $\theta = \max_j (\sum_{i \le j} u_i - 1) / j$ over the $j$ for which that
     threshold stays below $u_j$, the projection is $\max(v - \theta, 0)$.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp
       >>> project_simplex(jnp.array([0.5, 2.0, -1.0]))
       Array([0., 1., 0.], dtype=float32)

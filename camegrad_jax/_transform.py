@@ -18,7 +18,7 @@ Array = jax.Array
 
 
 class AggregateState(NamedTuple):
-    """State of `aggregate` (fields readable with ``optax.tree.get``).
+    """State of [`aggregate`][camegrad_jax.aggregate] (fields readable with ``optax.tree.get``).
 
     Attributes:
       weighting_state: the weighting's own state and diagnostics.
@@ -56,12 +56,13 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array]:
 
 
 def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
-    r"""Turns any `Weighting` into an optax transformation over stacked Jacobians.
+    r"""Turns any [`Weighting`][camegrad_jax.Weighting] into an optax transformation.
 
-    ``update(jac, state, params=None, **extra_args)`` takes the Jacobian (a pytree of
-    ``(K, ...)`` leaves, e.g. from `value_and_jacobian`), computes the Gram matrix, asks the
-    weighting for coefficients $c$ and returns $J^\top c$, shaped like one task's
-    gradient. It changes the leaves' shape, so it must come first in an ``optax.chain``.
+    ``update(jac, state, params=None, **extra_args)`` takes the stacked Jacobian (a pytree of
+    ``(K, ...)`` leaves, e.g. from [`value_and_jacobian`][camegrad_jax.value_and_jacobian]),
+    computes the Gram matrix, asks the weighting for coefficients $c$ and returns $J^\top c$,
+    shaped like one task's gradient. It changes the leaves' shape, so it must come first in an
+    ``optax.chain``.
 
     A Jacobian holding NaN or Inf gives a zero update and leaves the state as it was, apart from
     ``skipped_steps``. ``extra_args`` are handed to the weighting (e.g. per-step
@@ -72,9 +73,10 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
       num_tasks: K, needed by ``init`` because the state's shapes depend on it.
 
     Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an `AggregateState`.
+      An ``optax.GradientTransformationExtraArgs`` with an
+      [`AggregateState`][camegrad_jax.AggregateState].
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, optax, camegrad_jax as cg
       >>> tx = cg.aggregate(cg.weightings.mean(), num_tasks=2)
       >>> jac = {"w": jnp.array([[1.0, 2.0], [3.0, 0.0]])}
@@ -162,7 +164,7 @@ def came_grad(
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, optax, camegrad_jax as cg
       >>> tx = optax.chain(cg.came_grad(task_weights=jnp.array([1.0, 4.0])), optax.sgd(0.1))
       >>> params = {"w": jnp.zeros(2)}

@@ -29,7 +29,7 @@ def _constant(coeffs_for: Any) -> Weighting:
 def mean() -> Weighting:
     """Linear scalarisation by the mean, $c_k = 1/K$.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> cg.weightings.mean().weigh(jnp.eye(4), None)[0]
       Array([0.25, 0.25, 0.25, 0.25], dtype=float32)

@@ -1,0 +1,54 @@
+# camegrad_jax developer commands. `make demo` and `make test` are all a new user needs.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Rewritten whenever pyproject.toml changes, so the install reruns only then.
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help demo demo-quick test test-fast lint docs clean
+
+help:
+	@echo "make demo        set up $(VENV) and run the toy demo (full size, outputs/toy)"
+	@echo "make demo-quick  the toy demo with 2000 steps"
+	@echo "make test        the whole test suite (slow tests and doctests included)"
+	@echo "make test-fast   the fast tests, stopping at the first failure"
+	@echo "make lint        ruff check, ruff format --check, mypy"
+	@echo "make docs        run the toy demo for its figure, then mkdocs build --strict into site/"
+	@echo "make clean       remove $(VENV), site/, docs/figures/ and caches (keeps outputs/)"
+
+# `make .venv` creates the environment and installs the package with its dev extras.
+.PHONY: $(VENV)
+$(VENV): $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+demo: $(VENV)
+	$(BIN)/python -m examples.toy
+
+demo-quick: $(VENV)
+	$(BIN)/python -m examples.toy --quick
+
+test: $(VENV)
+	$(BIN)/python -m pytest -n 2 -q
+
+test-fast: $(VENV)
+	$(BIN)/python -m pytest -m "not slow" -x -q
+
+lint: $(VENV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+docs: $(VENV)
+	$(BIN)/python -m examples.toy --no-progress --out docs/figures/toy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site docs/figures build dist *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

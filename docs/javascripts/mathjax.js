@@ -1,0 +1,23 @@
+// MathJax 3 configuration for pymdownx.arithmatex (generic mode), as in the Material docs.
+window.MathJax = {
+  tex: {
+    inlineMath: [["\\(", "\\)"]],
+    displayMath: [["\\[", "\\]"]],
+    processEscapes: true,
+    processEnvironments: true,
+  },
+  options: {
+    ignoreHtmlClass: ".*|",
+    processHtmlClass: "arithmatex",
+  },
+};
+
+// Re-typeset after Material's instant navigation swaps the page content.
+if (typeof document$ !== "undefined") {
+  document$.subscribe(() => {
+    MathJax.startup.output.clearCache();
+    MathJax.typesetClear();
+    MathJax.texReset();
+    MathJax.typesetPromise();
+  });
+}
