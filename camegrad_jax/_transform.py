@@ -151,7 +151,12 @@ def came_grad(
     ``task_weights`` or ``num_tasks`` (both given: they must agree). Put it first in a chain,
     e.g. ``optax.chain(came_grad(task_weights=jnp.array([1.0, 4.0])), optax.adamw(5e-5))``.
     Per-step weights can be passed as ``update(..., task_weights=...)``. ``rho``, ``kappa``,
-    ``nu`` and ``task_weights`` may be traced (``optax.inject_hyperparams``, ``jax.vmap``).
+    ``nu`` and ``task_weights`` may be traced (``optax.inject_hyperparams``, ``jax.vmap``);
+    values are range-checked when known at trace time, so a traced value (e.g. weights computed
+    inside a jitted step) must be valid by construction.
+
+    A non-finite Jacobian gives a zero update from this transformation; optimizers chained after
+    it still apply their momentum to that zero, so wrap the chain to skip the whole step.
 
     Args:
       task_weights: task weights $\lambda \ge 0$ (default all ones).
