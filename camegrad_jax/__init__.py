@@ -10,7 +10,7 @@ from camegrad_jax import weightings
 from camegrad_jax._gram import combine, gramian
 from camegrad_jax._jacobian import value_and_jacobian
 from camegrad_jax._simplex import DualSolver
-from camegrad_jax._transform import AggregateState, aggregate, came_grad
+from camegrad_jax._transform import AggregateState, aggregate, came_grad, transformation
 from camegrad_jax._weighting import Weighting
 
 __version__ = "0.1.0"
@@ -23,6 +23,7 @@ __all__ = [
     "came_grad",
     "combine",
     "gramian",
+    "transformation",
     "value_and_jacobian",
     "weightings",
 ]

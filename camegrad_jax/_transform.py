@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -181,3 +184,35 @@ def came_grad(
     k = resolve_num_tasks(task_weights, num_tasks)
     weighting = came(task_weights, rho, kappa, nu, solver=solver)
     return aggregate(weighting, num_tasks=num_tasks if k is None else k)
+
+
+def transformation(weighting_factory: Callable[..., Weighting]) -> Callable[..., Any]:
+    """Turns a weighting factory into a transformation factory with the same arguments.
+
+    ``transformation(weightings.cagrad)(c=0.5, num_tasks=3)`` is
+    ``aggregate(weightings.cagrad(c=0.5), num_tasks=3)``. The new factory has the weighting's
+    signature plus a keyword-only ``num_tasks`` (K may also come from a ``task_weights``
+    argument), so ``optax.inject_hyperparams`` sees every hyperparameter.
+
+    Examples:
+      >>> import camegrad_jax as cg
+      >>> mean_grad = cg.transformation(cg.weightings.mean)
+      >>> tx = mean_grad(num_tasks=2)
+      >>> import inspect; list(inspect.signature(mean_grad).parameters)
+      ['num_tasks']
+    """
+    signature = inspect.signature(weighting_factory)
+    num_tasks_param = inspect.Parameter("num_tasks", inspect.Parameter.KEYWORD_ONLY, default=None)
+
+    @functools.wraps(weighting_factory)
+    def factory(*args: Any, num_tasks: int | None = None, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        k = resolve_num_tasks(bound.arguments.get("task_weights"), num_tasks)
+        return aggregate(
+            weighting_factory(*args, **kwargs), num_tasks=num_tasks if k is None else k
+        )
+
+    factory.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), num_tasks_param]
+    )
+    return factory
