@@ -122,9 +122,10 @@ def combine(jac: PyTree, coeffs: Array) -> PyTree:
             f"`coeffs` has shape {jnp.shape(coeffs)}; expected ({num_tasks},), one per task."
         )
 
-    def leaf_combine(leaf: Array) -> Array:
-        acc = jnp.result_type(leaf.dtype, jnp.float32)
-        out = jnp.tensordot(coeffs.astype(acc), leaf.astype(acc), axes=1)
-        return out.astype(leaf.dtype)
+    return jax.tree_util.tree_map(lambda leaf: combine_leaf(leaf, coeffs), jac)
 
-    return jax.tree_util.tree_map(leaf_combine, jac)
+
+def combine_leaf(leaf: Array, coeffs: Array) -> Array:
+    """One leaf of $J^\top c$, accumulated in float32 or wider and cast to the leaf's dtype."""
+    acc = jnp.result_type(leaf.dtype, jnp.float32)
+    return jnp.tensordot(coeffs.astype(acc), leaf.astype(acc), axes=1).astype(leaf.dtype)

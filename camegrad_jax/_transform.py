@@ -13,7 +13,8 @@ import optax
 
 from camegrad_jax._came import came
 from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
-from camegrad_jax._gram import combine, gram_dtype, gramian, num_tasks_of
+from camegrad_jax._gram import combine_leaf, gram_dtype, gramian, num_tasks_of
+from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
 from camegrad_jax._simplex import DualSolver
 from camegrad_jax._weighting import Weighting
 
@@ -24,8 +25,9 @@ class AggregateState(NamedTuple):
     """State of [`aggregate`][camegrad_jax.aggregate] (fields readable with ``optax.tree.get``).
 
     Attributes:
-      weighting_state: the weighting's own state and diagnostics.
-      coefficients: the coefficients $c$ of the last applied step.
+      weighting_state: the weighting's own state and diagnostics (with a leading group axis
+        when the aggregation has parameter groups).
+      coefficients: the coefficients $c$ of the last applied step, ``(K,)`` or ``(groups, K)``.
       skipped_steps: how many steps were skipped because the Jacobian held NaN or Inf.
     """
 
@@ -58,7 +60,13 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array]:
     return jax.lax.cond(suspicious, rescaled, lambda: (gram, jnp.array(True)))
 
 
-def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
+def _stack(trees: list[Any]) -> Any:
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def aggregate(
+    weighting: Weighting, *, num_tasks: int | None = None, groups: Grouping = None
+) -> Any:
     r"""Turns any [`Weighting`][camegrad_jax.Weighting] into an optax transformation.
 
     ``update(jac, state, params=None, **extra_args)`` takes the stacked Jacobian (a pytree of
@@ -67,6 +75,10 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
     shaped like one task's gradient. It changes the leaves' shape, so it must come first in an
     ``optax.chain``.
 
+    With ``groups``, each parameter group gets its own Gram matrix, coefficients and weighting
+    state (GradVac's "all_layer" mode, TorchJD's per-block aggregation); the weighting runs
+    vmapped over the groups.
+
     A Jacobian holding NaN or Inf gives a zero update and leaves the state as it was, apart from
     ``skipped_steps``. ``extra_args`` are handed to the weighting (e.g. per-step
     ``task_weights``).
@@ -74,6 +86,9 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
     Args:
       weighting: the weighting that maps the Gram matrix to coefficients.
       num_tasks: K, needed by ``init`` because the state's shapes depend on it.
+      groups: None (one group), ``"top_level"`` (one group per top-level key of the parameters)
+        or a function ``(path, leaf) -> label`` of the key path and the parameter's
+        ``jax.ShapeDtypeStruct``; with groups, ``init`` needs the parameters.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with an
@@ -88,9 +103,9 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
       {'w': Array([2., 1.], dtype=float32)}
     """
     declared = static_num_tasks(num_tasks)
+    leaf_groups(None, groups)  # validates `groups` now rather than at the first step
 
     def init(params: Any) -> AggregateState:
-        del params
         if num_tasks is None:
             raise ValueError(
                 "The number of tasks is unknown: pass `num_tasks` (or `task_weights` to "
@@ -102,10 +117,19 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
                 "`num_tasks` must be a static Python int; under `optax.inject_hyperparams` pass "
                 "`static_args=('num_tasks',)` or give `task_weights` instead."
             )
-        return AggregateState(
+        state = AggregateState(
             weighting_state=weighting.init(k),
             coefficients=jnp.zeros((k,), jnp.float32),
             skipped_steps=jnp.zeros((), jnp.int32),
+        )
+        if groups is None:
+            return state
+        if not jax.tree_util.tree_leaves(params):
+            raise ValueError("`params` must be given to `init` when `groups` is set.")
+        _, num_groups = leaf_groups(parameter_shapes(params, stacked=False), groups)
+        return state._replace(
+            weighting_state=_stack([state.weighting_state] * num_groups),
+            coefficients=jnp.zeros((num_groups, k), jnp.float32),
         )
 
     def update(
@@ -113,24 +137,39 @@ def aggregate(weighting: Weighting, *, num_tasks: int | None = None) -> Any:
     ) -> tuple[Any, AggregateState]:
         del params
         k = num_tasks_of(updates, arg_name="updates")
-        expected = state.coefficients.shape[0]
+        expected = state.coefficients.shape[-1]
         if k != expected or (declared is not None and k != declared):
             raise ValueError(
                 f"`updates` (the Jacobian) has {k} tasks on its leading axis but the state was "
                 f"initialised for {expected}. The aggregation must be the first transformation of "
                 "the chain and receive the stacked Jacobian (leaves of shape (K, ...))."
             )
-        gram, finite = _robust_gramian(updates)
-        coeffs, new_state = weighting.weigh(gram, state.weighting_state, **extra_args)
-        coeffs = jnp.where(finite, coeffs, 0.0).astype(gram_dtype(updates))
-        direction = combine(updates, coeffs)
-        direction = jax.tree_util.tree_map(
-            lambda leaf: jnp.where(finite, leaf, jnp.zeros_like(leaf)), direction
-        )
+        leaves, treedef = jax.tree_util.tree_flatten(updates)
+        labels, num_groups = leaf_groups(parameter_shapes(updates, stacked=True), groups)
+        members = [
+            [x for x, g in zip(leaves, labels, strict=True) if g == i] for i in range(num_groups)
+        ]
+        grams, finite_groups = zip(*[_robust_gramian(group) for group in members], strict=True)
+        finite = jnp.all(jnp.stack(finite_groups))
+
+        def weigh(gram: Array, weighting_state: Any) -> tuple[Array, Any]:
+            return weighting.weigh(gram, weighting_state, **extra_args)
+
+        if groups is None:
+            coeffs, new_state = weigh(grams[0], state.weighting_state)
+            group_coeffs = coeffs[None]
+        else:
+            coeffs, new_state = jax.vmap(weigh)(jnp.stack(grams), state.weighting_state)
+            group_coeffs = coeffs
+        group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(updates))
+        direction = [
+            jnp.where(finite, combine_leaf(leaf, group_coeffs[g]), jnp.zeros_like(leaf[0]))
+            for leaf, g in zip(leaves, labels, strict=True)
+        ]
         weighting_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(finite, new, old), new_state, state.weighting_state
         )
-        return direction, AggregateState(
+        return jax.tree_util.tree_unflatten(treedef, direction), AggregateState(
             weighting_state=weighting_state,
             coefficients=jnp.where(finite, coeffs, state.coefficients).astype(jnp.float32),
             skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
@@ -146,6 +185,7 @@ def came_grad(
     nu: Any = 0.2,
     *,
     num_tasks: int | None = None,
+    groups: Grouping = None,
     solver: DualSolver = DualSolver(),
 ) -> Any:
     r"""CAME-Grad as an optax transformation: stacked Jacobian in, update out.
@@ -167,6 +207,8 @@ def came_grad(
       kappa: gain cap $\kappa \ge 1$, or None to switch energy injection off.
       nu: fusion coefficient $\nu \in [0, 1]$.
       num_tasks: K, when ``task_weights`` is not given.
+      groups: parameter groups aggregated separately (see
+        [`aggregate`][camegrad_jax.aggregate]).
       solver: static iteration counts of the stage-1 solver for K > 2.
 
     Returns:
@@ -183,7 +225,7 @@ def came_grad(
     """
     k = resolve_num_tasks(task_weights, num_tasks)
     weighting = came(task_weights, rho, kappa, nu, solver=solver)
-    return aggregate(weighting, num_tasks=num_tasks if k is None else k)
+    return aggregate(weighting, num_tasks=num_tasks if k is None else k, groups=groups)
 
 
 def transformation(weighting_factory: Callable[..., Weighting]) -> Callable[..., Any]:
@@ -191,28 +233,33 @@ def transformation(weighting_factory: Callable[..., Weighting]) -> Callable[...,
 
     ``transformation(weightings.cagrad)(c=0.5, num_tasks=3)`` is
     ``aggregate(weightings.cagrad(c=0.5), num_tasks=3)``. The new factory has the weighting's
-    signature plus a keyword-only ``num_tasks`` (K may also come from a ``task_weights``
-    argument), so ``optax.inject_hyperparams`` sees every hyperparameter.
+    signature plus keyword-only ``num_tasks`` (K may also come from a ``task_weights``
+    argument) and ``groups`` (see [`aggregate`][camegrad_jax.aggregate]), so
+    ``optax.inject_hyperparams`` sees every hyperparameter.
 
     Examples:
       >>> import camegrad_jax as cg
       >>> mean_grad = cg.transformation(cg.weightings.mean)
       >>> tx = mean_grad(num_tasks=2)
       >>> import inspect; list(inspect.signature(mean_grad).parameters)
-      ['num_tasks']
+      ['num_tasks', 'groups']
     """
     signature = inspect.signature(weighting_factory)
-    num_tasks_param = inspect.Parameter("num_tasks", inspect.Parameter.KEYWORD_ONLY, default=None)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None)
+        for name in ("num_tasks", "groups")
+    ]
 
     @functools.wraps(weighting_factory)
-    def factory(*args: Any, num_tasks: int | None = None, **kwargs: Any) -> Any:
+    def factory(
+        *args: Any, num_tasks: int | None = None, groups: Grouping = None, **kwargs: Any
+    ) -> Any:
         bound = signature.bind(*args, **kwargs)
         k = resolve_num_tasks(bound.arguments.get("task_weights"), num_tasks)
-        return aggregate(
-            weighting_factory(*args, **kwargs), num_tasks=num_tasks if k is None else k
-        )
+        weighting = weighting_factory(*args, **kwargs)
+        return aggregate(weighting, num_tasks=num_tasks if k is None else k, groups=groups)
 
     factory.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), num_tasks_param]
+        parameters=[*signature.parameters.values(), *extra]
     )
     return factory
