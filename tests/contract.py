@@ -27,7 +27,8 @@ RTOL = 1e-3
 class Subject(NamedTuple):
     """``factory(**hyperparams, **static)`` builds the transformation for ``num_tasks`` tasks.
 
-    ``hyperparams`` are numeric and may be traced; ``static`` are not (``num_tasks`` etc.).
+    ``hyperparams`` are numeric and may be traced; ``static`` are not (``num_tasks`` etc.);
+    ``extra_args`` go to every ``update`` (e.g. ``losses`` for loss-based weightings).
     """
 
     name: str
@@ -35,9 +36,14 @@ class Subject(NamedTuple):
     hyperparams: dict[str, Any]
     static: dict[str, Any]
     num_tasks: int
+    extra_args: dict[str, Any] = {}  # noqa: RUF012 - never mutated
 
     def make(self, **overrides: Any) -> Any:
         return self.factory(**{**self.hyperparams, **overrides}, **self.static)
+
+    def update_fn(self, tx: Any) -> Callable[..., Any]:
+        """``tx.update`` with this subject's extra arguments bound."""
+        return lambda jac, state: tx.update(jac, state, **self.extra_args)
 
 
 def sample_jacobian(num_tasks: int, seed: int = 0, dtype: Any = jnp.float32) -> dict[str, Any]:
@@ -60,7 +66,7 @@ _STEPS: dict[tuple[str, str], Any] = {}
 def jitted(subject: Subject, key: str = "") -> Any:
     """``jax.jit(update)`` of the subject's transformation, compiled once per test session."""
     if (subject.name, key) not in _STEPS:
-        _STEPS[subject.name, key] = jax.jit(subject.make().update)
+        _STEPS[subject.name, key] = jax.jit(subject.update_fn(subject.make()))
     return _STEPS[subject.name, key]
 
 
@@ -100,7 +106,7 @@ def check_compiles_once(subject: Subject) -> None:
     """Many steps, each feeding the state back, trace and compile the update once."""
     tx = subject.make()
     jacs = [sample_jacobian(subject.num_tasks, seed) for seed in range(NUM_STEPS)]
-    step = jax.jit(tx.update)
+    step = jax.jit(subject.update_fn(tx))
     _run(tx, jacs, step)
     assert step._cache_size() == 1, "the update recompiled between steps"
 
@@ -110,7 +116,7 @@ def check_jit_matches_eager(subject: Subject) -> None:
     tx = subject.make()
     jacs = [sample_jacobian(subject.num_tasks, seed) for seed in range(NUM_STEPS)]
     compiled, compiled_state = _run(tx, jacs, jitted(subject))
-    eager, eager_state = _run(tx, jacs, tx.update)
+    eager, eager_state = _run(tx, jacs, subject.update_fn(tx))
     _assert_trees_close(compiled, eager, rtol=RTOL, atol=1e-5)
     _assert_trees_close(compiled_state, eager_state, rtol=RTOL, atol=1e-5)
 
@@ -133,7 +139,9 @@ def check_vmap_over_jacobians_and_states(subject: Subject) -> None:
     step = jitted(subject)
     looped = [step(jac, state) for jac, state in zip(jacs, states, strict=True)]
     stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
-    batched_out, batched_state = jax.jit(jax.vmap(tx.update))(stack(jacs), stack(states))
+    batched_out, batched_state = jax.jit(jax.vmap(subject.update_fn(tx)))(
+        stack(jacs), stack(states)
+    )
     _assert_trees_close(batched_out, stack([out for out, _ in looped]), rtol=RTOL, atol=1e-5)
     _assert_trees_close(batched_state, stack([st for _, st in looped]), rtol=RTOL, atol=1e-5)
 
@@ -144,7 +152,7 @@ def check_inject_hyperparams(subject: Subject, changed: dict[str, Any]) -> None:
         **subject.hyperparams, **subject.static
     )
     jacs = [sample_jacobian(subject.num_tasks, seed) for seed in range(2)]
-    step = jax.jit(injected.update)
+    step = jax.jit(subject.update_fn(injected))
     out, _ = _run(injected, jacs, step)
     expected, _ = _run(subject.make(), jacs, jitted(subject))
     _assert_trees_close(out, expected, rtol=RTOL, atol=1e-5)
@@ -153,7 +161,7 @@ def check_inject_hyperparams(subject: Subject, changed: dict[str, Any]) -> None:
         state.hyperparams[name] = jnp.asarray(value, state.hyperparams[name].dtype)
     out, _ = step(jacs[0], state)
     changed_tx = subject.make(**changed)
-    expected, _ = _run(changed_tx, jacs[:1], jax.jit(changed_tx.update))
+    expected, _ = _run(changed_tx, jacs[:1], jax.jit(subject.update_fn(changed_tx)))
     _assert_trees_close(out, expected[0], rtol=RTOL, atol=1e-5)
 
 
