@@ -46,6 +46,8 @@ STARTS: tuple[tuple[float, float], ...] = ((-8.5, 7.5), (-8.5, -5.0), (9.0, 9.0)
 REFERENCE_PARETO_X2 = -8.3552
 #: A final point counts as "on the Pareto set" when it is this close (Euclidean) to it.
 PARETO_TOL = 0.05
+#: Trajectory panels per row of the figure.
+PANELS_PER_ROW = 4
 
 
 def toy_losses(x: jax.Array) -> jax.Array:
@@ -250,10 +252,14 @@ def _plot(
     levels = np.linspace(-15.0, 7.5, 19)
     colors = ["tab:red", "tab:orange", "tab:cyan"]
     n = len(results)
+    ncols = min(n, PANELS_PER_ROW)
+    nrows = -(-n // ncols)
     fig, axes = plt.subplots(
-        1, n, figsize=(5.0 * n + 1.0, 6.0), squeeze=False, layout="constrained"
+        nrows, ncols, figsize=(5.0 * ncols + 1.0, 6.0 * nrows), squeeze=False, layout="constrained"
     )
-    for ax, (name, res) in zip(axes[0], results.items(), strict=True):
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, (name, res) in zip(axes.flat, results.items(), strict=False):
         cs = ax.contour(xx, yy, mean_loss, levels=levels, cmap="viridis", linewidths=1.0)
         ax.plot(pareto[:, 0], pareto[:, 1], color="0.45", lw=6, alpha=0.7, zorder=1)
         ax.plot([], [], color="0.45", lw=6, alpha=0.7, label="Pareto set")
@@ -286,7 +292,7 @@ def _plot(
         "(o = start, * = end)",
         fontsize=11,
     )
-    fig.colorbar(cs, ax=axes[0].tolist(), shrink=0.75, label="(f1 + f2) / 2")
+    fig.colorbar(cs, ax=axes.ravel().tolist(), shrink=0.75 / nrows, label="(f1 + f2) / 2")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
