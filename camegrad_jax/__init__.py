@@ -15,15 +15,31 @@ from camegrad_jax._weighting import Weighting
 
 __version__ = "0.1.0"
 
+# Ready transformations for the baseline weightings: cg.<name>(..., num_tasks=K, groups=None).
+aligned_mtl = transformation(weightings.aligned_mtl)
+dwa = transformation(weightings.dwa)
+famo = transformation(weightings.famo)
+imtl_g = transformation(weightings.imtl_g)
+mgda = transformation(weightings.mgda)
+rlw = transformation(weightings.random)
+uncertainty = transformation(weightings.uncertainty)
+
 __all__ = [
     "AggregateState",
     "DualSolver",
     "Weighting",
     "aggregate",
+    "aligned_mtl",
     "came_grad",
     "combine",
+    "dwa",
+    "famo",
     "gramian",
+    "imtl_g",
+    "mgda",
+    "rlw",
     "transformation",
+    "uncertainty",
     "value_and_jacobian",
     "weightings",
 ]

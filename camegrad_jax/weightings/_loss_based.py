@@ -39,7 +39,7 @@ class DwaState(NamedTuple):
     """Diagnostics of [`dwa`][camegrad_jax.weightings.dwa]: the last two steps' losses."""
 
     previous_losses: Array
-    count: Array
+    steps: Array
 
 
 def dwa(temperature: Any = 2.0) -> Weighting:
@@ -74,9 +74,9 @@ def dwa(temperature: Any = 2.0) -> Weighting:
         losses = _losses(extra_args, k, "dwa")
         ratios = state.previous_losses[1] / jnp.maximum(state.previous_losses[0], 1e-30)
         coeffs = k * jax.nn.softmax(ratios / temperature)
-        coeffs = jnp.where(state.count >= 2, coeffs, jnp.ones((k,), jnp.float32))
+        coeffs = jnp.where(state.steps >= 2, coeffs, jnp.ones((k,), jnp.float32))
         history = jnp.stack([state.previous_losses[1], losses])
-        return coeffs.astype(gram.dtype), DwaState(history, state.count + 1)
+        return coeffs.astype(gram.dtype), DwaState(history, state.steps + 1)
 
     return Weighting(init, weigh)
 

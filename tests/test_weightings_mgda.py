@@ -1,0 +1,360 @@
+"""MGDA and Random Loss Weighting: a float64 min-norm oracle, the papers' properties, the contract.
+
+Every MGDA case of one K runs in one vmapped, jitted call (one compilation per K); the float64
+oracle enumerates the supports exactly (K ≤ 10) or polishes a cvxpy solution on its support.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import cvxpy as cp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from contract import (
+    Subject,
+    check_compiles_once,
+    check_dtypes,
+    check_finite_on_hard_jacobians,
+    check_inject_hyperparams,
+    check_jit_matches_eager,
+    check_state_stable,
+    check_update_is_combination,
+    check_vmap_over_jacobians_and_states,
+)
+
+import camegrad_jax as cg
+from camegrad_jax.weightings._mgda import MgdaSolver, MgdaState, frank_wolfe, mgda
+from camegrad_jax.weightings._random import random
+
+J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+
+# ---------------------------------------------------------------------------------------------
+# The float64 oracle: min_{w in simplex} w^T G w.
+
+
+def _face_minimiser(gram: np.ndarray, support: list[int]) -> np.ndarray | None:
+    """Minimiser on the affine hull of ``support`` (None if the KKT system is singular)."""
+    r = len(support)
+    kkt = np.zeros((r + 1, r + 1))
+    kkt[:r, :r] = gram[np.ix_(support, support)]
+    kkt[:r, r] = kkt[r, :r] = 1.0
+    if np.linalg.cond(kkt) > 1e12:
+        return None
+    rhs = np.zeros(r + 1)
+    rhs[r] = 1.0
+    w = np.zeros(gram.shape[0])
+    w[support] = np.linalg.solve(kkt, rhs)[:r]
+    return w
+
+
+def min_norm_reference(gram: np.ndarray) -> np.ndarray:
+    """Exact float64 minimiser: every support for K ≤ 10, else cvxpy polished on its support."""
+    k = gram.shape[0]
+    gram = gram / np.trace(gram)
+    best, best_f = None, np.inf
+    if k <= 10:
+        supports: list = [s for r in range(1, k + 1) for s in itertools.combinations(range(k), r)]
+    else:
+        eigvals, eigvecs = np.linalg.eigh(gram)
+        factor = np.sqrt(np.maximum(eigvals, 0.0))[:, None] * eigvecs.T
+        w = cp.Variable(k)
+        cp.Problem(cp.Minimize(cp.sum_squares(factor @ w)), [w >= 0, cp.sum(w) == 1]).solve(
+            solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
+        )
+        best = np.maximum(np.asarray(w.value), 0.0)
+        best /= best.sum()
+        best_f = best @ gram @ best
+        supports = [tuple(np.flatnonzero(best > 1e-6 * best.max()))]
+    for support in supports:
+        w = _face_minimiser(gram, list(support))
+        if w is not None and np.all(w >= -1e-12) and w @ gram @ w < best_f:
+            best, best_f = np.maximum(w, 0.0) / np.maximum(w, 0.0).sum(), w @ gram @ w
+    assert best is not None
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases: one batch of Jacobians per K, run through one compiled, vmapped weighting.
+
+KS = (3, 8, 16)
+KINDS = ("full-rank", "rank-2", "conflicting", "pareto-stationary", "spread-scales")
+
+
+def _jacobian(kind: str, k: int, rng: np.random.Generator) -> np.ndarray:
+    dim = 2 * k + 3
+    if kind == "rank-2":
+        return rng.standard_normal((k, 2)) @ rng.standard_normal((2, dim))
+    jac = rng.standard_normal((k, dim))
+    if kind == "conflicting":
+        jac[-1] -= 1.5 * jac[0]
+    elif kind == "pareto-stationary":  # 0 = sum_i a_i g_i with a > 0: d* = 0
+        a = rng.uniform(0.5, 1.5, k)
+        jac[-1] = -(a[:-1] @ jac[:-1]) / a[-1]
+    elif kind == "spread-scales":
+        jac *= 10.0 ** rng.uniform(-1.0, 1.0, (k, 1))
+    return jac
+
+
+def _cases(k: int) -> np.ndarray:
+    rng = np.random.default_rng(k)
+    return np.stack([_jacobian(kind, k, rng) for kind in KINDS])
+
+
+@jax.jit
+def _mgda_batch(grams, warm):
+    """MGDA coefficients and new weights for a (B, K, K) batch from warm starts (B, K)."""
+    return jax.vmap(mgda().weigh)(grams, MgdaState(weights=warm))
+
+
+def run_mgda(jacs: np.ndarray, warm: np.ndarray | None = None) -> np.ndarray:
+    """float64 coefficients for a (B, K, n) batch of Jacobians; Grams in float32."""
+    grams = jax.vmap(cg.gramian)(jnp.asarray(jacs, jnp.float32))
+    b, k = jacs.shape[:2]
+    warm = np.full((b, k), 1.0 / k) if warm is None else warm
+    coeffs, state = _mgda_batch(grams, jnp.asarray(warm, jnp.float32))
+    np.testing.assert_array_equal(np.asarray(coeffs), np.asarray(state.weights))
+    return np.asarray(coeffs, np.float64)
+
+
+@functools.cache
+def solved(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Jacobians, our coefficients, the oracle's) for the K-task cases."""
+    jacs = _cases(k)
+    ours = run_mgda(jacs)
+    oracle = np.stack([min_norm_reference(jac @ jac.T) for jac in jacs])
+    return jacs, ours, oracle
+
+
+def _objective(jac: np.ndarray, w: np.ndarray) -> float:
+    d = jac.T @ w
+    return float(d @ d)
+
+
+# The Gram matrix in float32 knows w^T G w to ~eps·tr(G) ≈ 1.2e-7·tr(G) only.
+OBJECTIVE_RTOL, OBJECTIVE_ATOL = 1e-5, 1e-7
+KKT_TOL = 1e-6  # relative to tr(G); measured up to ~2e-7
+
+
+@pytest.mark.parametrize("k", KS)
+def test_matches_float64_reference(k):
+    jacs, ours, oracle = solved(k)
+    for kind, jac, w, w_ref in zip(KINDS, jacs, ours, oracle, strict=True):
+        f, f_ref = _objective(jac, w), _objective(jac, w_ref)
+        trace = float(np.sum(jac * jac))
+        assert f - f_ref <= OBJECTIVE_RTOL * f_ref + OBJECTIVE_ATOL * trace, kind
+
+
+@pytest.mark.parametrize("k", KS)
+def test_kkt_conditions(k):
+    """w ≥ 0, Σw = 1, Gw ≥ (wᵀGw)·1 with equality on the support."""
+    jacs, ours, _ = solved(k)
+    for kind, jac, w in zip(KINDS, jacs, ours, strict=True):
+        gram = jac @ jac.T
+        tol = KKT_TOL * np.trace(gram)
+        assert np.all(w >= 0.0) and abs(w.sum() - 1.0) < 1e-6, kind
+        grad = gram @ w
+        value = w @ grad
+        assert np.all(grad >= value - tol), kind
+        support = w > 1e-3
+        np.testing.assert_allclose(grad[support], value, atol=tol, err_msg=kind)
+
+
+def test_frank_wolfe_alone_is_not_enough():
+    """The exact finish matters: 250 Frank–Wolfe steps alone miss the KKT tolerance."""
+    jacs = solved(8)[0]
+    gaps = []
+    for jac in jacs:
+        gram = jac @ jac.T / np.sum(jac * jac)
+        w = np.asarray(frank_wolfe(jnp.asarray(gram, jnp.float32), jnp.full(8, 1 / 8), 250))
+        grad = gram @ w
+        gaps.append(np.max(np.abs(grad[w > 1e-3] - w @ grad)))
+    assert max(gaps) > 10 * KKT_TOL
+
+
+@pytest.mark.parametrize("k", KS)
+def test_non_conflicting(k):
+    """The min-norm direction d has <g_i, d> ≥ ‖d‖² ≥ 0 for every task."""
+    jacs, ours, _ = solved(k)
+    for kind, jac, w in zip(KINDS, jacs, ours, strict=True):
+        d = jac.T @ w
+        tol = KKT_TOL * np.sum(jac * jac)
+        assert np.all(jac @ d >= d @ d - tol), kind
+
+
+def test_pareto_stationary_gives_a_vanishing_update():
+    jacs, ours, _ = solved(8)
+    jac, w = jacs[KINDS.index("pareto-stationary")], ours[KINDS.index("pareto-stationary")]
+    assert np.linalg.norm(jac.T @ w) < 1e-3 * np.max(np.linalg.norm(jac, axis=1))
+
+
+def _update_distance(jac, c1, c2):
+    d1, d2 = jac.T @ c1, jac.T @ c2
+    return np.linalg.norm(d1 - d2) / max(np.linalg.norm(d2), 1e-3 * np.linalg.norm(jac))
+
+
+def test_permutation_invariance():
+    jacs, ours, _ = solved(8)
+    perm = np.random.default_rng(0).permutation(8)
+    permuted = run_mgda(jacs[:, perm])
+    for kind, jac, c, c_perm in zip(KINDS, jacs, ours, permuted, strict=True):
+        assert _update_distance(jac[perm], c_perm, c[perm]) < 1e-3, kind
+
+
+def test_scale_invariance():
+    """Powers of two scale G exactly: identical coefficients; other scales agree closely."""
+    jacs, ours, _ = solved(8)
+    np.testing.assert_array_equal(run_mgda(jacs * 4.0), ours)
+    for scale in (1e-3, 1e3):
+        for kind, jac, c, c_scaled in zip(KINDS, jacs, ours, run_mgda(jacs * scale), strict=True):
+            assert _update_distance(jac, c_scaled, c) < 1e-3, kind
+
+
+def test_warm_start_does_not_change_the_answer():
+    """From the previous solution (a fixed point) or from a bad start: the same update."""
+    jacs, ours, _ = solved(8)
+    again = run_mgda(jacs, warm=ours)
+    bad = np.zeros_like(ours)
+    bad[:, 0] = 1.0
+    for kind, jac, c, c_again, c_bad in zip(
+        KINDS, jacs, ours, again, run_mgda(jacs, bad), strict=True
+    ):
+        assert _update_distance(jac, c_again, c) < 1e-4, kind
+        assert _update_distance(jac, c_bad, c) < 1e-3, kind
+
+
+def test_torchjd_value():
+    """TorchJD's MGDAWeighting on J = [[-4, 1, 1], [6, 1, 1]] gives [0.6, 0.4]; d = [0, 1, 1]."""
+    weighting = mgda()
+    coeffs, state = weighting.weigh(jnp.asarray(J_BASE @ J_BASE.T, jnp.float32), weighting.init(2))
+    np.testing.assert_allclose(np.asarray(coeffs), [0.6, 0.4], atol=1e-6)
+    np.testing.assert_allclose(J_BASE.T @ np.asarray(coeffs, np.float64), [0, 1, 1], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(state.weights), np.asarray(coeffs))
+
+
+def test_two_tasks_closed_form():
+    rng = np.random.default_rng(2)
+    weighting = mgda()
+    weigh = jax.jit(weighting.weigh)
+    for _ in range(5):
+        jac = rng.standard_normal((2, 4)) * rng.uniform(0.1, 3.0, (2, 1))
+        g1, g2 = jac
+        t = np.clip((g2 - g1) @ g2 / np.sum((g1 - g2) ** 2), 0.0, 1.0)
+        coeffs, _ = weigh(jnp.asarray(jac @ jac.T, jnp.float32), weighting.init(2))
+        np.testing.assert_allclose(np.asarray(coeffs), [t, 1 - t], atol=1e-5)
+
+
+def test_zero_gram_keeps_the_previous_weights():
+    weighting = mgda()
+    state = MgdaState(weights=jnp.array([0.3, 0.7]))
+    coeffs, new_state = weighting.weigh(jnp.zeros((2, 2)), state)
+    np.testing.assert_array_equal(np.asarray(coeffs), np.asarray(state.weights))
+    np.testing.assert_array_equal(np.asarray(new_state.weights), np.asarray(state.weights))
+
+
+def test_one_task():
+    weighting = mgda()
+    coeffs, _ = weighting.weigh(jnp.array([[4.0]]), weighting.init(1))
+    np.testing.assert_array_equal(np.asarray(coeffs), [1.0])
+
+
+def test_weights_readable_with_optax_tree_get():
+    tx = cg.transformation(mgda)(num_tasks=2)
+    jac = {"w": jnp.asarray(J_BASE, jnp.float32)}
+    _, state = tx.update(jac, tx.init(None))
+    np.testing.assert_allclose(np.asarray(optax.tree.get(state, "weights")), [0.6, 0.4], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random Loss Weighting.
+
+
+@functools.partial(jax.jit, static_argnames=("num_tasks", "num_steps", "seed"))
+def _random_steps(num_tasks: int, num_steps: int, seed: int = 0):
+    weighting = random(seed)
+
+    def step(state, _):
+        coeffs, state = weighting.weigh(jnp.eye(num_tasks), state)
+        return state, coeffs
+
+    return jax.lax.scan(step, weighting.init(num_tasks), None, length=num_steps)[1]
+
+
+def test_random_weights_on_the_simplex_and_changing():
+    coeffs = np.asarray(_random_steps(4, 4000), np.float64)
+    assert coeffs.shape == (4000, 4)
+    assert np.all(coeffs > 0.0)
+    np.testing.assert_allclose(coeffs.sum(axis=1), 1.0, atol=1e-6)
+    assert np.all(np.abs(np.diff(coeffs, axis=0)).max(axis=1) > 1e-4)  # every step differs
+
+
+def test_random_distribution():
+    """E[c_k] = 1/K, and log(c_i / c_j) = z_i - z_j ~ N(0, 2) (softmax of a standard normal)."""
+    coeffs = np.asarray(_random_steps(4, 4000), np.float64)
+    np.testing.assert_allclose(coeffs.mean(axis=0), 0.25, atol=0.01)
+    log_ratio = np.log(coeffs[:, 0] / coeffs[:, 1])
+    assert abs(log_ratio.mean()) < 0.1
+    assert abs(log_ratio.var() - 2.0) < 0.2
+    # z - mean(z) is recovered exactly from the log-coefficients: its per-step variance is 1.
+    centred = np.log(coeffs) - np.log(coeffs).mean(axis=1, keepdims=True)
+    assert abs(centred.var(axis=1, ddof=1).mean() - 1.0) < 0.05
+
+
+def test_random_reproducible_by_seed():
+    a = np.asarray(_random_steps(3, 5, seed=0))
+    np.testing.assert_array_equal(a, np.asarray(_random_steps(3, 5, seed=0)))
+    assert not np.allclose(a, np.asarray(_random_steps(3, 5, seed=1)))
+
+
+def test_random_ignores_the_gram():
+    weighting = random(3)
+    state = weighting.init(3)
+    c1, s1 = weighting.weigh(jnp.eye(3), state)
+    c2, s2 = weighting.weigh(jnp.ones((3, 3)) * 7.0, state)
+    np.testing.assert_array_equal(np.asarray(c1), np.asarray(c2))
+    np.testing.assert_array_equal(np.asarray(s1.key), np.asarray(s2.key))
+    assert s1.key.dtype == jnp.uint32
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract suite.
+
+mgda_tx = cg.transformation(mgda)
+random_tx = cg.transformation(random)
+
+SUBJECTS = [
+    Subject("mgda-K2", mgda_tx, {}, {"num_tasks": 2}, 2),
+    Subject("mgda-K3", mgda_tx, {}, {"num_tasks": 3, "solver": MgdaSolver(100, 6)}, 3),
+    Subject("random-K3", random_tx, {}, {"num_tasks": 3, "seed": 0}, 3),
+]
+IDS = [s.name for s in SUBJECTS]
+# The K = 3 subject exercises the iterative solver; its compilations are the expensive ones, so
+# the checks that do not depend on the solver path run on the closed-form subjects only.
+CLOSED_FORM = [s for s in SUBJECTS if s.name != "mgda-K3"]
+CLOSED_IDS = [s.name for s in CLOSED_FORM]
+
+
+@pytest.mark.parametrize("subject", SUBJECTS, ids=IDS)
+def test_contract(subject):
+    check_update_is_combination(subject)
+    check_state_stable(subject)
+    check_vmap_over_jacobians_and_states(subject)
+    check_dtypes(subject, jnp.float32)
+    check_finite_on_hard_jacobians(subject)
+
+
+@pytest.mark.parametrize("subject", CLOSED_FORM, ids=CLOSED_IDS)
+def test_bf16_compiles_once_and_jit_matches_eager(subject):
+    check_dtypes(subject, jnp.bfloat16)
+    check_compiles_once(subject)
+    check_jit_matches_eager(subject)
+
+
+@pytest.mark.parametrize("subject", CLOSED_FORM, ids=CLOSED_IDS)
+def test_inject_hyperparams(subject):
+    """No numeric hyperparameters: the injected transformation (static args) is the plain one."""
+    check_inject_hyperparams(subject, {})
