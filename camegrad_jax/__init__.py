@@ -17,12 +17,20 @@ __version__ = "0.1.0"
 
 # Ready transformations for the baseline weightings: cg.<name>(..., num_tasks=K, groups=None).
 aligned_mtl = transformation(weightings.aligned_mtl)
+cagrad = transformation(weightings.cagrad)
+config = transformation(weightings.config)
+dualproj = transformation(weightings.dualproj)
 dwa = transformation(weightings.dwa)
+fairgrad = transformation(weightings.fairgrad)
 famo = transformation(weightings.famo)
+gradvac = transformation(weightings.gradvac)
 imtl_g = transformation(weightings.imtl_g)
 mgda = transformation(weightings.mgda)
+nash_mtl = transformation(weightings.nash_mtl)
+pcgrad = transformation(weightings.pcgrad)
 rlw = transformation(weightings.random)
 uncertainty = transformation(weightings.uncertainty)
+upgrad = transformation(weightings.upgrad)
 
 __all__ = [
     "AggregateState",
@@ -30,16 +38,24 @@ __all__ = [
     "Weighting",
     "aggregate",
     "aligned_mtl",
+    "cagrad",
     "came_grad",
     "combine",
+    "config",
+    "dualproj",
     "dwa",
+    "fairgrad",
     "famo",
+    "gradvac",
     "gramian",
     "imtl_g",
     "mgda",
+    "nash_mtl",
+    "pcgrad",
     "rlw",
     "transformation",
     "uncertainty",
+    "upgrad",
     "value_and_jacobian",
     "weightings",
 ]

@@ -1,7 +1,12 @@
 """Weightings: maps from the K×K Gram matrix (or the task losses) to K combination coefficients."""
 
 from camegrad_jax._came import CameState, came
+from camegrad_jax._qp import QPSolver
 from camegrad_jax.weightings._aligned_mtl import aligned_mtl
+from camegrad_jax.weightings._cagrad import cagrad
+from camegrad_jax.weightings._config import config
+from camegrad_jax.weightings._fairgrad import FairGradState, NewtonSolver, fairgrad
+from camegrad_jax.weightings._gradvac import GradVacState, gradvac
 from camegrad_jax.weightings._imtl import imtl_g
 from camegrad_jax.weightings._linear import linear, mean, sum
 from camegrad_jax.weightings._loss_based import (
@@ -13,25 +18,42 @@ from camegrad_jax.weightings._loss_based import (
     uncertainty,
 )
 from camegrad_jax.weightings._mgda import MgdaSolver, MgdaState, mgda
+from camegrad_jax.weightings._nash_mtl import NashMTLState, nash_mtl
+from camegrad_jax.weightings._pcgrad import PCGradState, pcgrad
+from camegrad_jax.weightings._projection import dualproj, upgrad
 from camegrad_jax.weightings._random import RandomState, random
 
 __all__ = [
     "CameState",
     "DwaState",
+    "FairGradState",
     "FamoState",
+    "GradVacState",
     "MgdaSolver",
     "MgdaState",
+    "NashMTLState",
+    "NewtonSolver",
+    "PCGradState",
+    "QPSolver",
     "RandomState",
     "UncertaintyState",
     "aligned_mtl",
+    "cagrad",
     "came",
+    "config",
+    "dualproj",
     "dwa",
+    "fairgrad",
     "famo",
+    "gradvac",
     "imtl_g",
     "linear",
     "mean",
     "mgda",
+    "nash_mtl",
+    "pcgrad",
     "random",
     "sum",
     "uncertainty",
+    "upgrad",
 ]

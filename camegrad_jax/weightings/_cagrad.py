@@ -1,0 +1,138 @@
+r"""CAGrad (Liu et al., NeurIPS 2021): conflict-averse gradient descent, in Gram space.
+
+CAGrad looks for the update, within a ball around the mean gradient $g_0$, that most
+improves the worst task, $\max_d \min_i\langle g_i, d\rangle$ subject to
+$\|d - g_0\| \le c\|g_0\|$. Its dual is a problem on the simplex,
+
+$$
+w^* = \arg\min_{w \in \Delta_K}\ g_w^\top g_0 + \sqrt{\phi}\,\|g_w\|, \qquad
+\phi = c^2\|g_0\|^2, \quad g_w = J^\top w ,
+$$
+
+and the primal solution is $d = g_0 + (\sqrt\phi / \|g_w\|)\,g_w$. This is stage 1 of
+CAME-Grad with task weights $\mathbf 1/K$ and radius $\rho = c$, so it is computed by
+`camegrad_jax._came.rectify` (the dual solved exactly for K ≤ 2, by primal–dual splitting
+plus an exact active-set finish for K > 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from camegrad_jax._came import rectify
+from camegrad_jax._checks import check_in_range, concrete
+from camegrad_jax._simplex import DualSolver, psd_sqrt
+from camegrad_jax._weighting import Weighting
+
+Array = jax.Array
+
+RESCALES = (0, 1, 2)
+"""The official code's ``rescale`` options: none, divide by $1 + c^2$, divide by $1 + c$."""
+
+
+def cagrad_coefficients(
+    gram: Array, c: Array, rescale: Array, solver: DualSolver = DualSolver()
+) -> Array:
+    r"""CAGrad's coefficients $a/s$, computed on $\hat G = G/\operatorname{tr}G$.
+
+    $a = \mathbf 1/K + (\sqrt\phi / \|g_{w^*}\|)\,w^*$ ($a = \mathbf 1/K$ when
+    $g_{w^*}$ vanishes: the tasks are Pareto-stationary and no direction improves them all), and
+    $s$ is 1, $1 + c^2$ or $1 + c$ for ``rescale`` 0, 1 or 2. The dual solver starts from the
+    uniform weights every step, as the official code. A Gram matrix with zero or non-finite
+    trace gives $\mathbf 1/K$ (the update is zero).
+    """
+    num_tasks = gram.shape[-1]
+    trace = jnp.trace(gram)
+    valid = (trace > 0.0) & jnp.isfinite(trace)
+    gram_hat = jnp.where(valid, gram / jnp.where(valid, trace, 1.0), 0.0)
+    mean = jnp.full((num_tasks,), 1.0 / num_tasks, gram.dtype)
+    anchor, _ = rectify(gram_hat, psd_sqrt(gram_hat), mean, c, mean, solver)
+    divisor = jnp.where(rescale == 0, 1.0, jnp.where(rescale == 1, 1.0 + c * c, 1.0 + c))
+    return jnp.where(valid, anchor, mean) / divisor
+
+
+def _check_rescale(rescale: Any) -> None:
+    known = concrete(rescale)
+    if known is None:
+        return
+    integral = known.shape == () and (
+        np.issubdtype(known.dtype, np.integer) or np.issubdtype(known.dtype, np.bool_)
+    )
+    if not integral or int(known) not in RESCALES:
+        raise ValueError(
+            "`rescale` must be 0 (none), 1 (divide by 1 + c**2) or 2 (divide by 1 + c); "
+            f"got {rescale!r}."
+        )
+
+
+def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver()) -> Weighting:
+    r"""CAGrad (Liu et al., NeurIPS 2021), following the authors' official code.
+
+    With $g_0 = J^\top\mathbf 1/K$ the mean gradient and $\phi = c^2\|g_0\|^2$,
+
+    $$
+    w^* = \arg\min_{w \in \Delta_K} g_w^\top g_0 + \sqrt\phi\,\|g_w\|, \qquad
+    d = \Big(g_0 + \frac{\sqrt\phi}{\|g_{w^*}\|}\,g_{w^*}\Big) / s ,
+    $$
+
+    with $s = 1$ (``rescale=0``), $1 + c^2$ (``rescale=1``, the official default) or
+    $1 + c$ (``rescale=2``). So $c = 0$ is the mean gradient, and for $c \ge 1$ the ball
+    contains 0, so the update conflicts with no task unless the gradients are
+    Pareto-stationary ($g_{w^*} = 0$, where we fall back to $g_0/s$; TorchJD returns 0 there
+    and the official code divides by $\|g_{w^*}\| + 10^{-8}$).
+
+    ``rescale = 0`` is [`came`][camegrad_jax.weightings.came] with ``task_weights = 1/K``,
+    ``rho = c``, ``kappa = None``, ``nu = 0`` (the same solver, exact for K ≤ 2). TorchJD's
+    ``CAGrad(c)`` is ``rescale = 0``. The official code solves the dual with SLSQP; its
+    objective's $\sqrt{\cdot + 10^{-8}}$ smoothing and step tolerances differ from this exact
+    solution by about $10^{-4}$.
+
+    Args:
+      c: the conflict radius $c \ge 0$, relative to $\|g_0\|$ (the official ``alpha``,
+        default 0.5). May be traced.
+      rescale: 0, 1 or 2 (default 1, as the official code). Either a Python int or an integer
+        array: it may be traced too (``optax.inject_hyperparams`` turns it into one), since it
+        only selects the divisor $s$.
+      solver: static iteration counts of the dual solver for K > 2.
+
+    Returns:
+      A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``). Each step is
+      solved from scratch, as in the official code and TorchJD, so the same Gram matrix always
+      gives the same update. The dual solution is recoverable from the coefficients $c$ when
+      $g_{w^*} \ne 0$: $w^* \propto s\,c - \mathbf 1/K$.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from camegrad_jax.weightings._cagrad import cagrad
+      >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
+      >>> weighting = cagrad(c=0.5, rescale=0)
+      >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
+      >>> coeffs  # w* = e_1: 1/2 + c * |g_0| / |g_1| = 1/2 + sqrt(3) / (2 sqrt(18)); TorchJD's
+      Array([0.7041, 0.5   ], dtype=float32)
+      >>> weighting = cagrad()  # the official default: rescale=1 divides by 1 + 0.5**2
+      >>> weighting.weigh(jac @ jac.T, weighting.init(2))[0]
+      Array([0.5633, 0.4   ], dtype=float32)
+
+    References:
+      Liu, Liu, Jin, Stone and Liu, *Conflict-Averse Gradient Descent for Multi-task Learning*,
+      NeurIPS 2021 (arXiv:2110.14048); official code github.com/Cranial-XIX/CAGrad
+      (``cagrad`` in ``nyuv2/utils.py``); TorchJD (github.com/SimplexLab/TorchJD), ``CAGrad``.
+    """
+    check_in_range("c", c, 0.0, expected="a finite number >= 0 (the conflict radius)")
+    _check_rescale(rescale)
+
+    def init(num_tasks: int) -> optax.EmptyState:
+        del num_tasks
+        return optax.EmptyState()
+
+    def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
+        del extra_args
+        coeffs = cagrad_coefficients(gram, jnp.asarray(c, gram.dtype), jnp.asarray(rescale), solver)
+        return coeffs.astype(gram.dtype), state
+
+    return Weighting(init, weigh)

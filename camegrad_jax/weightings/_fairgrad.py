@@ -1,0 +1,232 @@
+r"""FairGrad: $\alpha$-fair allocation of the update between the tasks, solved on the device.
+
+FairGrad (Ban & Ji, ICML 2024) looks for weights $w > 0$ whose update $d = J^\top w$ gives
+every task the improvement $\langle g_i, d\rangle = (Gw)_i = w_i^{-1/\alpha}$. That
+equation is the stationarity condition of the strictly convex
+
+$$
+f(w) = \tfrac12 w^\top G w - \sum_i h(w_i), \qquad h'(w) = w^{-1/\alpha}
+$$
+
+on $w > 0$ (Hessian $G + \operatorname{diag}(w^{-1/\alpha - 1}/\alpha) \succ 0$), so a
+damped Newton method with a backtracking line search converges to it from any positive start.
+With $\alpha = 1$ it is the Nash bargaining equation $Gw = 1/w$ of Nash-MTL, which
+[`nash_mtl`][camegrad_jax.weightings.nash_mtl] solves with the same `solve_fair_weights`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from camegrad_jax._checks import check_in_range
+from camegrad_jax._weighting import Weighting
+
+Array = jax.Array
+
+
+class NewtonSolver(NamedTuple):
+    r"""Static settings of the Newton solver of $Gw = w^{-1/\alpha}$ (FairGrad, Nash-MTL).
+
+    Attributes:
+      newton_iters: Newton iterations per step (static; each solves one K×K system).
+      backtracks: step sizes tried by the line search of each iteration, halving from the
+        largest step that keeps $w > 0$ (static; evaluated together, not one by one).
+      ridge: $\delta$, the equation is solved for $\hat G + \delta I$, with $\hat G$ the
+        Gram matrix divided by its mean diagonal. It gives a finite solution where none exists
+        (rank-deficient $G$, a task with a zero gradient) and biases a full-rank one by
+        $\delta w_i$, i.e. a relative residual of about $\delta w_i^{1 + 1/\alpha}$.
+    """
+
+    newton_iters: int = 20
+    backtracks: int = 8
+    ridge: float = 1e-6
+
+
+def _antiderivative(w: Array, alpha: Array) -> Array:
+    r"""$h(w) = (w^{1-1/\alpha} - 1)/(1 - 1/\alpha)$, which is $\log w$ at $\alpha = 1$."""
+    q = 1.0 - 1.0 / alpha
+    log_w = jnp.log(w)
+    flat = q == 0.0
+    return jnp.where(flat, log_w, jnp.expm1(q * log_w) / jnp.where(flat, 1.0, q))
+
+
+def solve_fair_weights(
+    gram_hat: Array, w_init: Array, alpha: Array, solver: NewtonSolver
+) -> tuple[Array, Array]:
+    r"""The positive solution $w$ of $(\hat G + \delta I)w = w^{-1/\alpha}$, and its residual.
+
+    From the warm start $w_0$ (non-positive or non-finite entries are replaced by 1) the
+    solver first takes the best multiple $t w_0$ ($f(tw_0)$ is minimised in closed form,
+    $t^{1 + 1/\alpha} = \sum_i w_{0,i}^{1-1/\alpha} / w_0^\top\hat Gw_0$), which
+    absorbs any change of the gradients' scale, then runs ``solver.newton_iters`` Newton
+    iterations on $f$. In the variables $w = D\mathbf 1$, $\Delta w = Ds$ the Newton
+    system is
+
+    $$
+    (D\hat GD + \operatorname{diag}(w^{1-1/\alpha}/\alpha))\,s
+      = w^{1-1/\alpha} - w \odot \hat Gw ,
+    $$
+
+    whose matrix is the identity plus a PSD matrix at $\alpha = 1$, well conditioned whatever
+    the scale of $w$. The step is $w \leftarrow w \odot (1 + ts)$ with
+    $t = t_{max}2^{-j}$, $t_{max} = \min(1, 0.9/\max_i(-s_i))$ so that no weight
+    shrinks below a tenth of itself, and $j$ the smallest of ``solver.backtracks`` values
+    (evaluated together) that passes an Armijo test on $f$ with an allowance for its round-off;
+    with none, $w$ stays. Every iterate is positive and, up to round-off, $f$ never increases.
+
+    Returns:
+      ``(w, residual)`` with ``residual`` $= \max_i |w_i^{1/\alpha}(\hat Gw)_i - 1|$, each
+      task's relative shortfall from its target, measured without the ridge.
+    """
+    k = gram_hat.shape[-1]
+    dtype = gram_hat.dtype
+    eps = jnp.finfo(dtype).eps
+    alpha = jnp.asarray(alpha, dtype)
+    q = 1.0 - 1.0 / alpha
+    ridged = gram_hat + solver.ridge * jnp.eye(k, dtype=dtype)
+
+    def objective(w: Array) -> tuple[Array, Array]:
+        quad = 0.5 * w @ (ridged @ w)
+        barrier = _antiderivative(w, alpha)
+        scale = jnp.abs(quad) + jnp.sum(jnp.abs(barrier))
+        return quad - jnp.sum(barrier), scale
+
+    w0 = jnp.where(jnp.isfinite(w_init) & (w_init > 0.0), w_init, 1.0).astype(dtype)
+    curvature = w0 @ (ridged @ w0)
+    power_sum = jnp.sum(jnp.exp(q * jnp.log(w0)))
+    t = jnp.exp(alpha / (1.0 + alpha) * (jnp.log(power_sum) - jnp.log(curvature)))
+    w0 = jnp.where(jnp.isfinite(t) & (t > 0.0), t, 1.0) * w0
+
+    steps = 0.5 ** jnp.arange(solver.backtracks, dtype=dtype)
+
+    def body(_: Any, w: Array) -> Array:
+        wq = jnp.exp(q * jnp.log(w))
+        scaled_grad = w * (ridged @ w) - wq
+        hessian = w[:, None] * ridged * w[None, :] + jnp.diag(wq / alpha)
+        s = jnp.linalg.solve(hessian, -scaled_grad)
+        s = jnp.where(jnp.all(jnp.isfinite(s)), s, jnp.zeros_like(s))
+        slope = scaled_grad @ s  # directional derivative of f along Δw = w ⊙ s (≤ 0)
+        largest = jnp.minimum(1.0, 0.9 / jnp.maximum(jnp.max(-s), 1e-30))
+        candidates = w[None, :] * (1.0 + (largest * steps)[:, None] * s[None, :])
+        f0, scale = objective(w)
+        values, _ = jax.vmap(objective)(candidates)
+        tolerance = 16.0 * eps * scale
+        accepted = values <= f0 + 1e-4 * largest * steps * slope + tolerance
+        first = jnp.argmax(accepted)
+        return jnp.where(jnp.any(accepted), candidates[first], w)
+
+    w = jax.lax.fori_loop(0, solver.newton_iters, body, w0)
+    residual = jnp.max(jnp.abs(jnp.exp(jnp.log(w) / alpha) * (gram_hat @ w) - 1.0))
+    return w, residual
+
+
+def check_newton_solver(solver: NewtonSolver) -> None:
+    """Clear errors for solver settings, which are static."""
+    if not isinstance(solver, NewtonSolver):
+        raise TypeError(f"`solver` must be a NewtonSolver; got {type(solver).__name__}.")
+    if int(solver.newton_iters) < 1 or int(solver.backtracks) < 1:
+        raise ValueError(
+            "`solver.newton_iters` and `solver.backtracks` must be positive integers; "
+            f"got {solver.newton_iters} and {solver.backtracks}."
+        )
+    check_in_range("solver.ridge", solver.ridge, 0.0, expected="a finite number >= 0")
+
+
+class FairGradState(NamedTuple):
+    r"""State and diagnostics of [`fairgrad`][camegrad_jax.weightings.fairgrad].
+
+    Attributes:
+      weights: the weights $w$ of the last step (the warm start of the next).
+      residual: $\max_i |(Gw)_i / w_i^{-1/\alpha} - 1|$ at the last solve, how far a task's
+        improvement is from its target, relatively (it includes the ridge's bias, so a large
+        value flags a Gram matrix for which no positive solution exists).
+    """
+
+    weights: Array
+    residual: Array
+
+
+def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighting:
+    r"""FairGrad (Ban & Ji, ICML 2024): the $\alpha$-fair weights $G w = w^{-1/\alpha}$.
+
+    The update $d = J^\top w$ maximises the $\alpha$-fair utility
+    $\sum_i (\langle g_i, d\rangle)^{1-\alpha}/(1-\alpha)$ (the sum of logs at
+    $\alpha = 1$) on a ball; its optimality condition is
+    $\langle g_i, d\rangle = (Gw)_i = w_i^{-1/\alpha}$ with $w > 0$.
+    $\alpha = 0$ is linear scalarisation, $w = 1/K$, as in the official code;
+    $\alpha = 1$ is proportional fairness (the Nash-MTL equation, without its clipping);
+    $\alpha \to \infty$ approaches max-min fairness.
+
+    The official code solves the equation on the host with ``scipy.optimize.least_squares``
+    from $w = 1/K$ at every step; here `solve_fair_weights` runs a fixed number of damped
+    Newton iterations on the device, warm-started from the previous weights. The equation is
+    solved for $G/m$ with $m = \operatorname{tr}(G)/K$ and mapped back with
+    $w = m^{-\alpha/(1+\alpha)}\,w_{G/m}$: the weights are **not** scale invariant,
+    $J \to sJ$ gives $w \to s^{-2\alpha/(1+\alpha)}w$ ($1/s$ at $\alpha = 1$).
+    When no positive solution exists (rank-deficient $G$ such as opposite gradients, or a zero
+    task gradient) the ridge $\delta$ of ``solver`` makes one exist: its weights are finite and
+    large, of order $\delta^{-\alpha/(1+\alpha)}$, on the directions with no solution.
+    A zero Gram matrix keeps the previous weights (the update is zero).
+
+    Args:
+      alpha: the fairness parameter $\alpha \ge 0$ (official default 1.0). May be traced.
+      solver: static [`NewtonSolver`][camegrad_jax.weightings.NewtonSolver] settings
+        (default ``NewtonSolver()``: 20 iterations, 8 step sizes, ridge 1e-6).
+
+    Returns:
+      A [`Weighting`][camegrad_jax.Weighting] whose state is a `FairGradState`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from camegrad_jax.weightings._fairgrad import fairgrad
+      >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+      >>> weighting = fairgrad(alpha=1.0)
+      >>> weights, state = weighting.weigh(jac @ jac.T, weighting.init(2))
+      >>> weights  # TorchJD's FairGrad(alpha=1) gives [0.5915, 0.4071]
+      Array([0.5915, 0.4071], dtype=float32)
+      >>> jnp.round(jac @ (jac.T @ weights) * weights, 4)  # (Gw)_i w_i = 1
+      Array([1., 1.], dtype=float32)
+
+    References:
+      Ban and Ji, *Fair Resource Allocation in Multi-Task Learning*, ICML 2024
+      (arXiv:2402.15638); official code https://github.com/OptMN-Lab/fairgrad.
+    """
+    check_in_range("alpha", alpha, 0.0, expected="a finite number >= 0 (the fairness parameter)")
+    solver = NewtonSolver() if solver is None else solver
+    check_newton_solver(solver)
+
+    def init(num_tasks: int) -> FairGradState:
+        return FairGradState(
+            weights=jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32),
+            residual=jnp.zeros((), jnp.float32),
+        )
+
+    def weigh(gram: Array, state: FairGradState, **extra_args: Any) -> tuple[Array, Any]:
+        del extra_args
+        k = gram.shape[-1]
+        dtype = gram.dtype
+        a = jnp.asarray(alpha, dtype)
+        positive = a > 0.0
+        a_safe = jnp.where(positive, a, 1.0)
+        mean_sq = jnp.trace(gram) / k
+        valid = (mean_sq > 0.0) & jnp.isfinite(mean_sq)
+        mean_sq = jnp.where(valid, mean_sq, 1.0)
+        exponent = a_safe / (1.0 + a_safe)
+        previous = state.weights.astype(dtype)
+        # The state holds w for G; the solver works on G / m, where it is m^{α/(1+α)} w.
+        warm = previous * jnp.exp(exponent * jnp.log(mean_sq))
+        v, residual = solve_fair_weights(gram / mean_sq, warm, a_safe, solver)
+        w = v * jnp.exp(-exponent * jnp.log(mean_sq))
+        w = jnp.where(positive, w, jnp.full((k,), 1.0 / k, dtype))
+        residual = jnp.where(positive, residual, 0.0)
+        w = jnp.where(valid, w, previous)
+        new_state = FairGradState(
+            weights=w.astype(jnp.float32),
+            residual=jnp.where(valid, residual, 0.0).astype(jnp.float32),
+        )
+        return w, new_state
+
+    return Weighting(init, weigh)

@@ -1,0 +1,195 @@
+r"""Projections onto the dual cone of the task gradients: UPGrad and DualProj.
+
+The dual cone of the rows of $J$ is $C = \{d : Jd \ge 0\}$, the directions along which no
+task gets worse to first order. By Proposition 1 of Quinton & Rey (2024) the projection of
+$J^\top u$ onto it is $J^\top v$ with
+
+$$
+v = \arg\min_{v \ge u} v^\top G v ,
+$$
+
+a quadratic program in Gram space (`camegrad_jax._qp.project_to_dual_cone`). Both weightings
+work on $\hat G = G / \operatorname{tr} G$ (the projection's weights do not depend on the scale
+of $G$) and follow TorchJD's conventions: the preference vector defaults to the mean,
+$\lambda = \mathbf 1/K$.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from camegrad_jax._checks import check_in_range
+from camegrad_jax._qp import QPSolver, project_to_dual_cone
+from camegrad_jax._weighting import Weighting
+
+Array = jax.Array
+
+
+def _pref_vector_size(pref_vector: Any) -> int | None:
+    """K implied by ``pref_vector`` (None: any K), checking what is known at trace time."""
+    if pref_vector is None:
+        return None
+    shape = np.shape(pref_vector)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(
+            f"`pref_vector` must be a non-empty 1-D vector, one weight per task; got shape {shape}."
+        )
+    check_in_range("pref_vector", pref_vector, 0.0, expected="finite and non-negative")
+    return int(shape[0])
+
+
+def _preferences(pref_vector: Any, num_tasks: int, dtype: Any) -> Array:
+    """$\\lambda$ as a ``(K,)`` array (default $\\mathbf 1/K$), its length checked against K."""
+    if pref_vector is None:
+        return jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
+    size = np.shape(pref_vector)[0]
+    if size != num_tasks:
+        raise ValueError(
+            f"`pref_vector` has {size} entries but the Gram matrix is {num_tasks}×{num_tasks}."
+        )
+    return jnp.asarray(pref_vector, dtype)
+
+
+def _normalised(gram: Array) -> Array:
+    r"""$G / \operatorname{tr} G$, or 0 when the trace is 0 or not finite (every update is 0)."""
+    trace = jnp.trace(gram)
+    valid = (trace > 0.0) & jnp.isfinite(trace)
+    return jnp.where(valid, gram / jnp.where(valid, trace, 1.0), 0.0)
+
+
+def _projection_weighting(pref_vector: Any, coefficients: Any, solver: QPSolver) -> Weighting:
+    size = _pref_vector_size(pref_vector)
+
+    def init(num_tasks: int) -> optax.EmptyState:
+        if size is not None and size != num_tasks:
+            raise ValueError(
+                f"`pref_vector` has {size} entries but the weighting was initialised for "
+                f"{num_tasks} tasks."
+            )
+        return optax.EmptyState()
+
+    def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
+        del extra_args
+        prefs = _preferences(pref_vector, gram.shape[-1], gram.dtype)
+        return coefficients(gram, prefs, solver).astype(gram.dtype), state
+
+    return Weighting(init, weigh)
+
+
+def upgrad_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()) -> Array:
+    r"""UPGrad's coefficients $c = \sum_i \lambda_i v^{(i)}$.
+
+    $v^{(i)} = \arg\min_{v \ge e_i} v^\top\hat Gv$, so that $J^\top v^{(i)}$ is the
+    projection of $g_i$ onto the dual cone; the K QPs are solved together (``jax.vmap``).
+    For $\lambda_i \ge 0$, projecting $\lambda_i g_i$ gives $\lambda_i J^\top v^{(i)}$ (the
+    projection onto a cone is positively homogeneous).
+    """
+    gram = _normalised(gram)
+    num_tasks = gram.shape[-1]
+    anchors = jnp.eye(num_tasks, dtype=gram.dtype)
+    projections = jax.vmap(lambda u: project_to_dual_cone(gram, u, solver))(anchors)
+    return pref_vector @ projections
+
+
+def dualproj_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()) -> Array:
+    r"""DualProj's coefficients $c = \arg\min_{v \ge \lambda} v^\top\hat Gv$."""
+    return project_to_dual_cone(_normalised(gram), pref_vector, solver)
+
+
+def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighting:
+    r"""UPGrad (Quinton & Rey, 2024): project every task's gradient onto the dual cone, average.
+
+    With $\pi_C$ the projection onto the dual cone $C = \{d : Jd \ge 0\}$ and preferences
+    $\lambda \ge 0$ (TorchJD's default $\mathbf 1/K$, the mean),
+
+    $$
+    d = \sum_i \lambda_i\,\pi_C(g_i) = J^\top c, \qquad
+    c = \sum_i \lambda_i v^{(i)}, \quad v^{(i)} = \arg\min_{v \ge e_i} v^\top\hat G v .
+    $$
+
+    Every $\pi_C(g_i)$ lies in $C$, so the update conflicts with no task: $Jd \ge 0$. Gradients
+    that already agree are left alone ($v^{(i)} = e_i$ when $\hat G e_i \ge 0$), and a
+    gradient's share of the update never shrinks ($v^{(i)} \ge e_i$). The QPs are solved in
+    Gram space by `camegrad_jax._qp.solve_nonneg_qp` (accelerated projected gradient, then an
+    exact active-set finish), a static number of iterations given by ``solver``.
+
+    Cost: K QPs of K + 4 active-set rounds, each a K×K eigendecomposition, so
+    $O(K^5)$ flops per step; measured on one CPU core, 11 ms at K = 16, 0.1 s at K = 32 and
+    1.8 s at K = 64 (DualProj, one QP: 0.6, 1.4 and 21 ms). A smaller
+    ``QPSolver(active_set_rounds=...)`` trades exactness for speed.
+
+    Conventions: $d = J^\top c$ as in TorchJD, whose UPGrad weights are ours up to its
+    regularisation ($\hat G + 10^{-4} I$ in its QP; we solve the exact projection, which shifts
+    the 4th decimal on TorchJD's example below). Preferences are fixed; ``pref_vector = ones``
+    gives the sum of the projections, which for K = 2 is PCGrad.
+
+    Args:
+      pref_vector: preferences $\lambda \ge 0$ combining the projected gradients
+        (default $\mathbf 1/K$). May be traced (e.g. under ``optax.inject_hyperparams``).
+      solver: static iteration counts of the QP solver.
+
+    Returns:
+      A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from camegrad_jax.weightings._projection import upgrad
+      >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
+      >>> weighting = upgrad()
+      >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
+      >>> coeffs  # ((1 + 11/9) / 2, (1 + 11/19) / 2); TorchJD (regularised): [1.1109, 0.7894]
+      Array([1.1111 , 0.7895], dtype=float32)
+      >>> jac @ (jac.T @ coeffs) >= 0  # no task conflicts with the update
+      Array([ True,  True], dtype=bool)
+
+    References:
+      Quinton and Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024
+      (arXiv:2406.16232); TorchJD (github.com/SimplexLab/TorchJD), ``UPGrad``.
+    """
+    return _projection_weighting(pref_vector, upgrad_coefficients, solver)
+
+
+def dualproj(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighting:
+    r"""DualProj: project the preference-weighted gradient onto the dual cone.
+
+    With preferences $\lambda \ge 0$ (TorchJD's default $\mathbf 1/K$, the mean gradient),
+
+    $$
+    d = \pi_C(J^\top\lambda) = J^\top c, \qquad c = \arg\min_{v \ge \lambda} v^\top\hat G v ,
+    $$
+
+    the projection of Lopez-Paz & Ranzato's GEM (their Eq. 11) applied to multi-task learning, as
+    in Quinton & Rey (2024). The update conflicts with no task ($Jd \ge 0$) and equals
+    $J^\top\lambda$ when that already conflicts with none. Solved like
+    [`upgrad`][camegrad_jax.weightings._projection.upgrad], with one QP instead of K.
+
+    Conventions: TorchJD's (weights $c$ of $d = J^\top c$, default mean); TorchJD regularises
+    its QP with $\hat G + 10^{-4}I$, we do not (4th decimal on the example below).
+
+    Args:
+      pref_vector: preferences $\lambda \ge 0$ (default $\mathbf 1/K$). May be traced.
+      solver: static iteration counts of the QP solver.
+
+    Returns:
+      A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from camegrad_jax.weightings._projection import dualproj
+      >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
+      >>> weighting = dualproj()
+      >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
+      >>> coeffs  # (11/18, 1/2): the mean, moved until task 1 no longer conflicts
+      Array([0.6111, 0.5   ], dtype=float32)
+
+    References:
+      Quinton and Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024
+      (arXiv:2406.16232); Lopez-Paz and Ranzato, *Gradient Episodic Memory for Continual
+      Learning*, NeurIPS 2017; TorchJD (github.com/SimplexLab/TorchJD), ``DualProj``.
+    """
+    return _projection_weighting(pref_vector, dualproj_coefficients, solver)

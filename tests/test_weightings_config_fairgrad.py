@@ -1,0 +1,283 @@
+"""ConFIG and FairGrad against float64 references, published values and the contract."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from contract import (
+    Subject,
+    check_compiles_once,
+    check_dtypes,
+    check_finite_on_hard_jacobians,
+    check_inject_hyperparams,
+    check_jit_matches_eager,
+    check_state_stable,
+    check_update_is_combination,
+    check_vmap_over_jacobians_and_states,
+)
+from scipy.optimize import least_squares
+
+import camegrad_jax as cg
+from camegrad_jax.weightings._config import config
+from camegrad_jax.weightings._fairgrad import FairGradState, NewtonSolver, fairgrad
+
+J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+
+
+def full_rank_jacobian(rng: np.random.Generator, k: int) -> np.ndarray:
+    """K well-conditioned rows of mixed scales (dimension 2K + 2), the last two conflicting."""
+    jac = rng.standard_normal((k, 2 * k + 2)) * np.exp(rng.uniform(-1.0, 1.0, (k, 1)))
+    if k >= 2:
+        jac[-1] -= 0.8 * jac[0] * np.linalg.norm(jac[-1]) / np.linalg.norm(jac[0])
+    return jac
+
+
+# --------------------------------------------------------------------------------------------
+# ConFIG
+# --------------------------------------------------------------------------------------------
+
+
+@jax.jit
+def _config_coeffs(gram, pref):
+    return config(pref_vector=pref).weigh(gram, None)[0]
+
+
+def config_update(jac, pref=None):
+    """Our ConFIG update Jᵀc for a float64 Jacobian (Gram in float32), in float64."""
+    pref = np.ones(jac.shape[0]) if pref is None else pref
+    coeffs = _config_coeffs(jnp.asarray(jac @ jac.T, jnp.float32), jnp.asarray(pref, jnp.float32))
+    return jac.T @ np.asarray(coeffs, np.float64), np.asarray(coeffs, np.float64)
+
+
+def config_np(jac, pref=None):
+    """The official ConFIG_update on explicit float64 gradients: pinv of the unit gradients."""
+    pref = np.ones(jac.shape[0]) if pref is None else pref
+    norms = np.linalg.norm(jac, axis=1, keepdims=True)
+    units = np.divide(jac, norms, out=np.zeros_like(jac), where=norms > 0)
+    direction = np.linalg.pinv(units) @ pref
+    unit = direction / np.linalg.norm(direction)
+    return np.sum(jac @ unit) * unit
+
+
+def test_config_torchjd_value():
+    update, _ = config_update(J_BASE)
+    np.testing.assert_allclose(update, [0.1588, 2.0706, 2.0706], atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_config_equal_cosines_and_float64_reference(k):
+    rng = np.random.default_rng(k)
+    worst = 0.0
+    for _ in range(5):
+        jac = full_rank_jacobian(rng, k)
+        update, _ = config_update(jac)
+        cosines = jac @ update / (np.linalg.norm(jac, axis=1) * np.linalg.norm(update))
+        np.testing.assert_allclose(cosines, cosines[0], atol=1e-5)
+        assert cosines[0] > 0.0
+        expected = config_np(jac)
+        worst = max(worst, np.linalg.norm(update - expected) / np.linalg.norm(expected))
+        # Preferences: cos(g_i, d) is proportional to p_i.
+        pref = rng.uniform(0.5, 2.0, k)
+        update, _ = config_update(jac, pref)
+        cosines = jac @ update / (np.linalg.norm(jac, axis=1) * np.linalg.norm(update))
+        np.testing.assert_allclose(cosines / pref, cosines[0] / pref[0], rtol=1e-4)
+        np.testing.assert_allclose(update, config_np(jac, pref), rtol=1e-4, atol=1e-6)
+    assert worst < 1e-5, worst
+
+
+def test_config_rank_deficient_and_zero_task_match_pinv():
+    rng = np.random.default_rng(7)
+    basis = rng.standard_normal((2, 8))
+    rank_two = rng.standard_normal((5, 2)) @ basis  # five gradients in a plane
+    update, coeffs = config_update(rank_two)
+    assert np.all(np.isfinite(coeffs))
+    np.testing.assert_allclose(update, config_np(rank_two), rtol=1e-4, atol=1e-6)
+    # A zero task is ignored: the others get their own ConFIG update.
+    jac = full_rank_jacobian(rng, 5)
+    jac[2] = 0.0
+    update, coeffs = config_update(jac)
+    assert coeffs[2] == 0.0
+    np.testing.assert_allclose(update, config_np(np.delete(jac, 2, axis=0)), rtol=1e-4)
+    update, coeffs = config_update(np.zeros((5, 8)))
+    np.testing.assert_array_equal(coeffs, np.zeros(5))
+
+
+def test_config_scale_invariant_coefficients_and_least_square_flag():
+    rng = np.random.default_rng(8)
+    jac = full_rank_jacobian(rng, 3)
+    _, base = config_update(jac)
+    for s in (1e-4, 3.0, 1e5):
+        _, scaled = config_update(s * jac)
+        np.testing.assert_allclose(scaled, base, rtol=1e-4)
+    gram = jnp.asarray(jac @ jac.T, jnp.float32)
+    lstsq = config(use_least_square=True).weigh(gram, None)[0]
+    pinv = config(use_least_square=False).weigh(gram, None)[0]
+    np.testing.assert_array_equal(lstsq, pinv)
+
+
+def test_config_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="pref_vector"):
+        config(pref_vector=jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="pref_vector"):
+        config(pref_vector=jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="pref_vector"):
+        config(pref_vector=jnp.ones(2)).init(3)
+    with pytest.raises(TypeError, match="use_least_square"):
+        config(use_least_square=1)
+
+
+# --------------------------------------------------------------------------------------------
+# FairGrad
+# --------------------------------------------------------------------------------------------
+
+
+@jax.jit
+def _fairgrad_step(gram, state, alpha):
+    return fairgrad(alpha=alpha).weigh(gram, state)
+
+
+def fairgrad_step(gram, state, alpha=1.0):
+    """One FairGrad step with a traced alpha: each K compiles once."""
+    return _fairgrad_step(jnp.asarray(gram, jnp.float32), state, jnp.float32(alpha))
+
+
+def fairgrad_np(gram, alpha):
+    """The official float64 solve (scipy least squares on w > 0 from 1/K), polished by Newton."""
+    k = gram.shape[0]
+    sol = least_squares(
+        lambda w: gram @ w - w ** (-1 / alpha),
+        np.full(k, 1 / k),
+        bounds=(0, np.inf),
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+    )
+    w = sol.x
+    for _ in range(3):
+        jac = gram + np.diag(w ** (-1 / alpha - 1) / alpha)
+        w = w - np.linalg.solve(jac, gram @ w - w ** (-1 / alpha))
+    assert np.all(w > 0) and fairgrad_residual(gram, w, alpha) < 1e-12
+    return w
+
+
+def fairgrad_residual(gram, w, alpha):
+    target = w ** (-1 / alpha)
+    return np.linalg.norm(gram @ w - target) / np.linalg.norm(target)
+
+
+def test_fairgrad_torchjd_value():
+    weights, state = fairgrad_step(J_BASE @ J_BASE.T, fairgrad().init(2))
+    np.testing.assert_allclose(np.asarray(weights), [0.5915, 0.4071], atol=1e-4)
+    np.testing.assert_array_equal(state.weights, weights)
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_fairgrad_fixed_point_and_float64_reference(k):
+    rng = np.random.default_rng(20 + k)
+    worst_residual, worst_error = 0.0, 0.0
+    for alpha in (0.5, 1.0, 2.0, 5.0):
+        for _ in range(3):
+            jac = full_rank_jacobian(rng, k)
+            gram = jac @ jac.T
+            weights, state = fairgrad_step(gram, fairgrad().init(k), alpha)
+            weights = np.asarray(weights, np.float64)
+            assert np.all(weights > 0)
+            worst_residual = max(worst_residual, fairgrad_residual(gram, weights, alpha))
+            expected = fairgrad_np(gram, alpha)
+            worst_error = max(worst_error, np.max(np.abs(weights - expected) / expected))
+            assert float(state.residual) < 1e-3  # per task, so larger than the norm's
+    assert worst_residual < 1e-4, worst_residual
+    assert worst_error < 1e-3, worst_error
+
+
+def test_fairgrad_scale_alpha_zero_and_warm_start():
+    rng = np.random.default_rng(9)
+    k = 3
+    jac = full_rank_jacobian(rng, k)
+    for alpha in (0.5, 1.0, 2.0):
+        base, state = fairgrad_step(jac @ jac.T, fairgrad().init(k), alpha)
+        base = np.asarray(base, np.float64)
+        for s in (1e-3, 7.0, 1e3):
+            scaled, _ = fairgrad_step((s * jac) @ (s * jac).T, fairgrad().init(k), alpha)
+            expected = base * s ** (-2 * alpha / (1 + alpha))
+            np.testing.assert_allclose(np.asarray(scaled, np.float64), expected, rtol=2e-4)
+        # From its own solution the solver stays there; from another scale it gets back.
+        again, _ = fairgrad_step(jac @ jac.T, state, alpha)
+        np.testing.assert_allclose(np.asarray(again, np.float64), base, rtol=1e-5)
+        far = state._replace(weights=state.weights * 1e4)
+        again, _ = fairgrad_step(jac @ jac.T, far, alpha)
+        np.testing.assert_allclose(np.asarray(again, np.float64), base, rtol=1e-4)
+    uniform, _ = fairgrad_step(jac @ jac.T, fairgrad().init(k), 0.0)
+    np.testing.assert_allclose(np.asarray(uniform), np.full(k, 1 / k), rtol=1e-6)
+
+
+def test_fairgrad_rank_deficient_and_zero_grams_are_finite():
+    rng = np.random.default_rng(10)
+    g, h = rng.standard_normal(8), rng.standard_normal(8)
+    opposite = np.stack([g, -g, h])
+    weights, state = fairgrad_step(opposite @ opposite.T, fairgrad().init(3))
+    weights = np.asarray(weights, np.float64)
+    assert np.all(np.isfinite(weights)) and np.all(weights > 0)
+    assert float(state.residual) > 1e-2  # flagged: the unregularised equation has no solution
+    # As the ridge vanishes the update is w_3 h_perp, h_perp the part of h orthogonal to g
+    # (the pair's weights balance the g-component out), with w_3 = 1 / |h_perp|.
+    h_perp = h - (h @ g) / (g @ g) * g
+    update = opposite.T @ weights
+    assert abs(g @ update) < 1e-2 * np.linalg.norm(g) * np.linalg.norm(update)
+    np.testing.assert_allclose(weights[2], 1 / np.linalg.norm(h_perp), rtol=1e-2)
+    previous = fairgrad().init(3)._replace(weights=jnp.array([0.5, 2.0, 1.0]))
+    weights, _ = fairgrad_step(np.zeros((3, 3)), previous)
+    np.testing.assert_array_equal(weights, previous.weights)
+
+
+def test_fairgrad_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="alpha"):
+        fairgrad(alpha=-1.0)
+    with pytest.raises(ValueError, match="newton_iters"):
+        fairgrad(solver=NewtonSolver(newton_iters=0))
+    with pytest.raises(ValueError, match="ridge"):
+        fairgrad(solver=NewtonSolver(ridge=-1.0))
+    assert isinstance(fairgrad().init(2), FairGradState)
+
+
+# --------------------------------------------------------------------------------------------
+# Contract
+# --------------------------------------------------------------------------------------------
+
+SUBJECTS = [
+    Subject(
+        "config-K3-pref",
+        cg.transformation(config),
+        {"pref_vector": jnp.array([1.0, 2.0, 1.0])},
+        {"num_tasks": 3},
+        3,
+    ),
+    Subject("fairgrad-K2", cg.transformation(fairgrad), {"alpha": 1.0}, {"num_tasks": 2}, 2),
+]
+IDS = [s.name for s in SUBJECTS]
+CHANGED = {
+    "config-K3-pref": {"pref_vector": jnp.array([2.0, 0.5, 1.0])},
+    "fairgrad-K2": {"alpha": 2.0},
+}
+
+
+@pytest.mark.parametrize("subject", SUBJECTS, ids=IDS)
+def test_contract(subject):
+    check_update_is_combination(subject)
+    check_compiles_once(subject)
+    check_state_stable(subject)
+    check_vmap_over_jacobians_and_states(subject)
+    check_finite_on_hard_jacobians(subject)
+    for dtype in (jnp.bfloat16, jnp.float32):
+        check_dtypes(subject, dtype)
+    # Op-by-op execution re-traces the Newton loop at every call: closed forms only, as in
+    # test_contract.py.
+    if subject.name.startswith("config"):
+        check_jit_matches_eager(subject)
+
+
+@pytest.mark.parametrize("subject", SUBJECTS, ids=IDS)
+def test_contract_inject_hyperparams(subject):
+    check_inject_hyperparams(subject, CHANGED[subject.name])
