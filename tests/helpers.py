@@ -82,3 +82,15 @@ def jacobian_cases(seed: int = 0):
             cases.append((f"K{k}-conflicting", ref.conflicting_jacobian(rng, k, dim)))
             cases.append((f"K{k}-pareto", ref.pareto_stationary_jacobian(rng, k, dim)))
     return cases
+
+
+# TorchJD's test Jacobian; its tests publish every baseline's weights on it.
+J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
+
+
+def full_rank_jacobian(rng: np.random.Generator, k: int) -> np.ndarray:
+    """K well-conditioned rows of mixed scales (dimension 2K + 2), the last two conflicting."""
+    jac = rng.standard_normal((k, 2 * k + 2)) * np.exp(rng.uniform(-1.0, 1.0, (k, 1)))
+    if k >= 2:
+        jac[-1] -= 0.8 * jac[0] * np.linalg.norm(jac[-1]) / np.linalg.norm(jac[0])
+    return jac

@@ -18,22 +18,12 @@ from contract import (
     check_vmap_over_jacobians_and_states,
     jitted,
 )
+from helpers import J_BASE, full_rank_jacobian
 from scipy.optimize import least_squares
 
 import camegrad_jax as cg
 from camegrad_jax.weightings._gradvac import GradVacState, gradvac, vaccinate
 from camegrad_jax.weightings._nash_mtl import nash_mtl
-
-J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
-
-
-def full_rank_jacobian(rng: np.random.Generator, k: int) -> np.ndarray:
-    """K well-conditioned rows of mixed scales (dimension 2K + 2), the last two conflicting."""
-    jac = rng.standard_normal((k, 2 * k + 2)) * np.exp(rng.uniform(-1.0, 1.0, (k, 1)))
-    if k >= 2:
-        jac[-1] -= 0.8 * jac[0] * np.linalg.norm(jac[-1]) / np.linalg.norm(jac[0])
-    return jac
-
 
 # --------------------------------------------------------------------------------------------
 # GradVac

@@ -21,12 +21,12 @@ from contract import (
     check_update_is_combination,
     check_vmap_over_jacobians_and_states,
 )
+from helpers import J_BASE
 
 import camegrad_jax as cg
 from camegrad_jax.weightings._aligned_mtl import aligned_mtl, balance_transformation
 from camegrad_jax.weightings._imtl import imtl_g
 
-J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
 MODES = ("min", "median", "rmse")
 
 

@@ -26,12 +26,11 @@ from contract import (
     check_update_is_combination,
     check_vmap_over_jacobians_and_states,
 )
+from helpers import J_BASE
 
 import camegrad_jax as cg
 from camegrad_jax.weightings._mgda import MgdaSolver, MgdaState, frank_wolfe, mgda
 from camegrad_jax.weightings._random import random
-
-J_BASE = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
 
 # ---------------------------------------------------------------------------------------------
 # The float64 oracle: min_{w in simplex} w^T G w.
