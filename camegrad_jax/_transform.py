@@ -36,13 +36,14 @@ class AggregateState(NamedTuple):
     skipped_steps: Array
 
 
-def _robust_gramian(jac: Any) -> tuple[Array, Array]:
-    r"""The Gram matrix, rescaled where float32 would overflow or underflow, and a finiteness flag.
+def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
+    r"""The Gram matrix of $J/s$, the scale $s$ and a finiteness flag.
 
-    The plain Gram matrix is computed first; only when it is non-finite or its trace is too small
-    to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed from
-    $J / \max|J|$, which every scale-invariant weighting treats identically. The flag is
-    False when the Jacobian itself holds NaN or Inf.
+    The plain Gram matrix ($s = 1$) is computed first; only when it is non-finite or its trace
+    is too small to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed
+    from $J / s$ with $s = \max|J|$. Scale-invariant weightings treat both alike; the others
+    receive $s$ as ``jacobian_scale`` and map their coefficients back to $J$'s scale. The flag
+    is False when the Jacobian itself holds NaN or Inf.
     """
     gram = gramian(jac)
     dtype = gram.dtype
@@ -50,14 +51,16 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array]:
     trace = jnp.trace(gram)
     suspicious = ~jnp.all(jnp.isfinite(gram)) | (trace < tiny)
 
-    def rescaled() -> tuple[Array, Array]:
+    def rescaled() -> tuple[Array, Array, Array]:
         leaves = [leaf.astype(dtype) for leaf in jax.tree_util.tree_leaves(jac)]
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
         scale = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
         scale = jnp.where(finite & (scale > 0.0), scale, 1.0)
-        return gramian([leaf / scale for leaf in leaves]), finite
+        return gramian([leaf / scale for leaf in leaves]), scale, finite
 
-    return jax.lax.cond(suspicious, rescaled, lambda: (gram, jnp.array(True)))
+    return jax.lax.cond(
+        suspicious, rescaled, lambda: (gram, jnp.ones((), dtype), jnp.array(True))
+    )
 
 
 def _stack(trees: list[Any]) -> Any:
@@ -149,17 +152,21 @@ def aggregate(
         members = [
             [x for x, g in zip(leaves, labels, strict=True) if g == i] for i in range(num_groups)
         ]
-        grams, finite_groups = zip(*[_robust_gramian(group) for group in members], strict=True)
+        grams, scales, finite_groups = zip(
+            *[_robust_gramian(group) for group in members], strict=True
+        )
         finite = jnp.all(jnp.stack(finite_groups))
 
-        def weigh(gram: Array, weighting_state: Any) -> tuple[Array, Any]:
-            return weighting.weigh(gram, weighting_state, **extra_args)
+        def weigh(gram: Array, scale: Array, weighting_state: Any) -> tuple[Array, Any]:
+            return weighting.weigh(gram, weighting_state, jacobian_scale=scale, **extra_args)
 
         if groups is None:
-            coeffs, new_state = weigh(grams[0], state.weighting_state)
+            coeffs, new_state = weigh(grams[0], scales[0], state.weighting_state)
             group_coeffs = coeffs[None]
         else:
-            coeffs, new_state = jax.vmap(weigh)(jnp.stack(grams), state.weighting_state)
+            coeffs, new_state = jax.vmap(weigh)(
+                jnp.stack(grams), jnp.stack(scales), state.weighting_state
+            )
             group_coeffs = coeffs
         group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(updates))
         direction = [
@@ -260,6 +267,7 @@ def transformation(weighting_factory: Callable[..., Weighting]) -> Callable[...,
         return aggregate(weighting, num_tasks=num_tasks if k is None else k, groups=groups)
 
     factory.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), *extra]
+        parameters=[*signature.parameters.values(), *extra],
+        return_annotation=optax.GradientTransformationExtraArgs,
     )
     return factory

@@ -27,7 +27,10 @@ class Weighting(NamedTuple):
     ``coeffs, state = weigh(gram, state, **extra_args)`` returns the ``(K,)`` coefficients
     $c$ of the update $d = J^\top c$. ``extra_args`` are the keyword arguments given
     to the transformation's ``update`` (e.g. per-step ``task_weights``); a weighting ignores
-    those it does not use. Diagnostics live in the state, so ``optax.tree.get`` reads them.
+    those it does not use. [`aggregate`][camegrad_jax.aggregate] adds ``jacobian_scale``
+    $s$: the Gram matrix it passes is that of $J/s$ ($s = 1$ unless float32 would overflow
+    or underflow), which only weightings that are not scale invariant need. Diagnostics live
+    in the state, so ``optax.tree.get`` reads them.
     """
 
     init: WeightingInitFn

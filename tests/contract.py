@@ -201,3 +201,25 @@ def check_finite_on_hard_jacobians(subject: Subject) -> None:
         for leaf in jax.tree.leaves(update):
             assert np.all(np.isfinite(np.asarray(leaf))), name
         assert int(optax.tree.get(state, "skipped_steps")) == 0, name
+
+
+def run_contract(
+    subject: Subject, changed: dict[str, Any] | None = None, *, eager: bool = False
+) -> None:
+    """The whole contract for one subject, as the weighting families' test files run it.
+
+    ``changed`` holds new hyperparameter values for the ``inject_hyperparams`` check (None: the
+    subject has none to inject). ``eager`` adds the op-by-op comparison, kept for closed forms
+    and short loops because op-by-op execution re-traces iterative solvers at every call.
+    The bf16 dtype check also compares against the float32 update.
+    """
+    check_update_is_combination(subject)
+    check_compiles_once(subject)
+    check_state_stable(subject)
+    check_vmap_over_jacobians_and_states(subject)
+    check_dtypes(subject, jnp.bfloat16)
+    check_finite_on_hard_jacobians(subject)
+    if eager:
+        check_jit_matches_eager(subject)
+    if changed is not None:
+        check_inject_hyperparams(subject, changed)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from contract import params_like, sample_jacobian
 
 import camegrad_jax as cg
@@ -52,3 +55,32 @@ def test_vmap_over_hyperparameters():
         np.testing.assert_allclose(
             optax.tree.get(states, "gain")[i], optax.tree.get(state, "gain"), rtol=1e-3
         )
+
+
+def _flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+
+@pytest.mark.parametrize(
+    ("name", "tx", "alpha"),
+    [
+        ("nash_mtl", cg.nash_mtl(max_norm=0.0, num_tasks=3), 1.0),
+        ("fairgrad-1", cg.fairgrad(alpha=1.0, num_tasks=3), 1.0),
+        ("fairgrad-3", cg.fairgrad(alpha=3.0, num_tasks=3), 3.0),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_scale_dependent_weightings_survive_the_rescaled_gram(name, tx, alpha):
+    """Nash-MTL and FairGrad are not scale invariant: w(sJ) = s^(-2α/(1+α)) w(J), so
+    d(sJ) = s^((1-α)/(1+α)) d(J). At s = 1e±20 float32 Grams overflow or underflow and the
+    aggregation rescales J; the weighting must map its weights back to J's true scale."""
+    del name
+    step = jax.jit(tx.update)
+    base = _flat(step(JAC, tx.init(None))[0])
+    for s in (1e-20, 1e20):
+        jac = jax.tree.map(functools.partial(jnp.multiply, s), JAC)
+        trace = float(jnp.trace(cg.gramian(jac)))
+        assert not 1e-30 < trace < np.inf  # the plain float32 Gram is unusable: J is rescaled
+        scaled = _flat(step(jac, tx.init(None))[0])
+        expected = base * s ** ((1.0 - alpha) / (1.0 + alpha))
+        np.testing.assert_allclose(scaled, expected, rtol=2e-3, atol=1e-30)

@@ -8,14 +8,7 @@ import numpy as np
 import pytest
 from contract import (
     Subject,
-    check_compiles_once,
-    check_dtypes,
-    check_finite_on_hard_jacobians,
-    check_inject_hyperparams,
-    check_jit_matches_eager,
-    check_state_stable,
-    check_update_is_combination,
-    check_vmap_over_jacobians_and_states,
+    run_contract,
 )
 from helpers import J_BASE, full_rank_jacobian
 from scipy.optimize import least_squares
@@ -92,6 +85,22 @@ def test_config_rank_deficient_and_zero_task_match_pinv():
     np.testing.assert_allclose(update, config_np(np.delete(jac, 2, axis=0)), rtol=1e-4)
     update, coeffs = config_update(np.zeros((5, 8)))
     np.testing.assert_array_equal(coeffs, np.zeros(5))
+
+
+@pytest.mark.parametrize("gap", [2e-5, 4e-6, 1e-6])
+def test_config_nearly_opposed_gradients_keep_their_bisector(gap):
+    """1 + cos(g1, g2) = gap: the update is the small bisector, not zero (CAGrad toy's end game).
+
+    The unit-gradient matrix's smallest eigenvalue is ``gap``; a pseudo-inverse cut-off above it
+    stalls ConFIG short of the Pareto set (it once did, at 1 + cos ~ 5e-6).
+    """
+    d = 1.4 * np.sqrt(gap / 2)
+    jac = np.array([[-1.4, d, 0.3 * d], [1.4, d, -0.1 * d]]) * np.array([[3.0], [0.5]])
+    units = jac / np.linalg.norm(jac, axis=1, keepdims=True)
+    assert 0.5 * gap < 1.0 + units[0] @ units[1] < 2.0 * gap
+    update, _ = config_update(jac)
+    expected = config_np(jac)
+    assert np.linalg.norm(update - expected) <= 1e-4 * np.linalg.norm(expected)
 
 
 def test_config_scale_invariant_coefficients_and_least_square_flag():
@@ -255,19 +264,5 @@ CHANGED = {
 
 @pytest.mark.parametrize("subject", SUBJECTS, ids=IDS)
 def test_contract(subject):
-    check_update_is_combination(subject)
-    check_compiles_once(subject)
-    check_state_stable(subject)
-    check_vmap_over_jacobians_and_states(subject)
-    check_finite_on_hard_jacobians(subject)
-    for dtype in (jnp.bfloat16, jnp.float32):
-        check_dtypes(subject, dtype)
-    # Op-by-op execution re-traces the Newton loop at every call: closed forms only, as in
-    # test_contract.py.
-    if subject.name.startswith("config"):
-        check_jit_matches_eager(subject)
-
-
-@pytest.mark.parametrize("subject", SUBJECTS, ids=IDS)
-def test_contract_inject_hyperparams(subject):
-    check_inject_hyperparams(subject, CHANGED[subject.name])
+    # Op-by-op execution would re-trace the solvers' loops at every call: jitted runs only.
+    run_contract(subject, CHANGED[subject.name])

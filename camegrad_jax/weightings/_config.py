@@ -30,9 +30,11 @@ def config_coefficients(gram: Array, pref_vector: Array) -> Array:
 
     which is $b/\|b\|$ scaled to the sum of the gradients' projections on it. The
     pseudo-inverse comes from an eigendecomposition of $\hat C$, dropping eigenvalues below
-    $10K\epsilon$ times the largest (the cosines are only known to about $\epsilon$, so
-    singular values of $U$ below $\sqrt{10K\epsilon}$ of the largest, ~1e-3 in float32,
-    count as zero). The coefficients are invariant to the scale of $G$.
+    $2K\epsilon$ times the largest (the cosines are only known to a few $\epsilon$). This is
+    the Gram route's resolution limit: two gradients with $1 + \cos < 2K\epsilon$ (~5e-7 for
+    $K = 2$ in float32) count as exactly opposed and get no update, where a pseudo-inverse of the
+    unit gradients themselves would still resolve their bisector. The coefficients are invariant
+    to the scale of $G$.
     """
     k = gram.shape[-1]
     dtype = gram.dtype
@@ -45,7 +47,7 @@ def config_coefficients(gram: Array, pref_vector: Array) -> Array:
     inv_norms = jnp.where(nonzero, 1.0 / jnp.where(nonzero, norms, 1.0), 0.0)
     cosines = inv_norms[:, None] * gram_hat * inv_norms[None, :]
     eigvals, eigvecs = jnp.linalg.eigh(cosines)
-    kept = eigvals > 10.0 * k * eps * jnp.maximum(jnp.max(eigvals), 0.0)
+    kept = eigvals > 2.0 * k * eps * jnp.maximum(jnp.max(eigvals), 0.0)
     z = eigvecs.T @ pref_vector
     inv = jnp.where(kept, 1.0 / jnp.where(kept, eigvals, 1.0), 0.0)
     y = eigvecs @ (inv * z)

@@ -58,8 +58,8 @@ def solve_fair_weights(
 ) -> tuple[Array, Array]:
     r"""The positive solution $w$ of $(\hat G + \delta I)w = w^{-1/\alpha}$, and its residual.
 
-    From the warm start $w_0$ (non-positive or non-finite entries are replaced by 1) the
-    solver first takes the best multiple $t w_0$ ($f(tw_0)$ is minimised in closed form,
+    From the warm start $w_0$ (non-positive or non-finite entries are replaced by 1, then
+    divided by their maximum) the solver first takes the best multiple $t w_0$ ($f(tw_0)$ is minimised in closed form,
     $t^{1 + 1/\alpha} = \sum_i w_{0,i}^{1-1/\alpha} / w_0^\top\hat Gw_0$), which
     absorbs any change of the gradients' scale, then runs ``solver.newton_iters`` Newton
     iterations on $f$. In the variables $w = D\mathbf 1$, $\Delta w = Ds$ the Newton
@@ -95,6 +95,7 @@ def solve_fair_weights(
         return quad - jnp.sum(barrier), scale
 
     w0 = jnp.where(jnp.isfinite(w_init) & (w_init > 0.0), w_init, 1.0).astype(dtype)
+    w0 = w0 / jnp.max(w0)  # t absorbs the scale; this keeps w0ᵀĜw0 clear of over/underflow
     curvature = w0 @ (ridged @ w0)
     power_sum = jnp.sum(jnp.exp(q * jnp.log(w0)))
     t = jnp.exp(alpha / (1.0 + alpha) * (jnp.log(power_sum) - jnp.log(curvature)))
@@ -204,7 +205,9 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighti
             residual=jnp.zeros((), jnp.float32),
         )
 
-    def weigh(gram: Array, state: FairGradState, **extra_args: Any) -> tuple[Array, Any]:
+    def weigh(
+        gram: Array, state: FairGradState, *, jacobian_scale: Any = 1.0, **extra_args: Any
+    ) -> tuple[Array, Any]:
         del extra_args
         k = gram.shape[-1]
         dtype = gram.dtype
@@ -217,9 +220,11 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighti
         exponent = a_safe / (1.0 + a_safe)
         previous = state.weights.astype(dtype)
         # The state holds w for G; the solver works on G / m, where it is m^{α/(1+α)} w.
-        warm = previous * jnp.exp(exponent * jnp.log(mean_sq))
+        # log m of the true Gram s^2 G, finite where m itself would overflow.
+        log_mean = jnp.log(mean_sq) + 2.0 * jnp.log(jnp.asarray(jacobian_scale, dtype))
+        warm = previous * jnp.exp(exponent * log_mean)
         v, residual = solve_fair_weights(gram / mean_sq, warm, a_safe, solver)
-        w = v * jnp.exp(-exponent * jnp.log(mean_sq))
+        w = v * jnp.exp(-exponent * log_mean)
         w = jnp.where(positive, w, jnp.full((k,), 1.0 / k, dtype))
         residual = jnp.where(positive, residual, 0.0)
         w = jnp.where(valid, w, previous)

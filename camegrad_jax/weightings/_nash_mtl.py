@@ -114,15 +114,18 @@ def nash_mtl(
             clip_scale=jnp.ones((), jnp.float32),
         )
 
-    def weigh(gram: Array, state: NashMTLState, **extra_args: Any) -> tuple[Array, Any]:
+    def weigh(
+        gram: Array, state: NashMTLState, *, jacobian_scale: Any = 1.0, **extra_args: Any
+    ) -> tuple[Array, Any]:
         del extra_args
         k = gram.shape[-1]
         dtype = gram.dtype
         mean_sq = jnp.trace(gram) / k
         valid = (mean_sq > 0.0) & jnp.isfinite(mean_sq)
         mean_sq = jnp.where(valid, mean_sq, 1.0)
-        root = jnp.sqrt(mean_sq)
         gram_hat = gram / mean_sq
+        # sqrt(m) of the true Gram s^2 G, kept finite where m itself would overflow.
+        root = jnp.sqrt(mean_sq) * jnp.asarray(jacobian_scale, dtype)
         previous = state.alpha.astype(dtype)
         every = jnp.maximum(jnp.asarray(update_weights_every, jnp.int32), 1)
         solve_now = valid & (state.step % every == 0)

@@ -132,6 +132,40 @@ def default_methods() -> dict[str, optax.GradientTransformationExtraArgs]:
     }
 
 
+def all_methods() -> dict[str, optax.GradientTransformationExtraArgs]:
+    """Every Gram weighting of ``cg.weightings`` with its documented defaults, CAME-Grad last.
+
+    ``sum`` and ``linear`` are left out: under Adam they follow LS's path (Adam is invariant to a
+    constant rescaling of the update). The loss-based weightings (famo, dwa, uncertainty) are left
+    out because the toy's losses are negative and they need positive losses.
+    """
+    k = {"num_tasks": 2}
+    return {
+        "LS (mean)": cg.aggregate(cg.weightings.mean(), **k),
+        "RLW": cg.rlw(**k),
+        "MGDA": cg.mgda(**k),
+        "PCGrad": cg.pcgrad(**k),
+        "GradVac": cg.gradvac(**k),
+        "IMTL-G": cg.imtl_g(**k),
+        "Aligned-MTL": cg.aligned_mtl(**k),
+        "CAGrad (c=0.5)": cg.cagrad(**k),
+        "Nash-MTL": cg.nash_mtl(**k),
+        "UPGrad": cg.upgrad(**k),
+        "DualProj": cg.dualproj(**k),
+        "ConFIG": cg.config(**k),
+        "FairGrad": cg.fairgrad(**k),
+        "CAGrad (came κ=None, ν=0)": cg.came_grad(kappa=None, nu=0.0, **k),
+        "CAME-Grad": cg.came_grad(**k),
+    }
+
+
+#: Method sets selectable with ``--methods``.
+METHOD_SETS: dict[str, Callable[[], dict[str, optax.GradientTransformationExtraArgs]]] = {
+    "default": default_methods,
+    "all": all_methods,
+}
+
+
 def _make_chunk_runner(
     optimizer: optax.GradientTransformation, total_steps: int, chunk: int
 ) -> Callable[..., Any]:
@@ -404,7 +438,7 @@ def run_demo(
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         prog="python -m examples.toy",
-        description="CAGrad's two-objective toy: LS, CAGrad and CAME-Grad, each chained with Adam.",
+        description="CAGrad's two-objective toy: multi-task aggregators, each chained with Adam.",
     )
     parser.add_argument("--steps", type=int, default=None, help=f"default {DEFAULT_STEPS}")
     parser.add_argument("--quick", action="store_true", help="2000 steps (for CI / smoke tests)")
@@ -415,6 +449,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--chunk", type=int, default=None, help="steps per jitted call")
     parser.add_argument("--tol", type=float, default=PARETO_TOL, help="Pareto distance tolerance")
+    parser.add_argument(
+        "--methods",
+        choices=sorted(METHOD_SETS),
+        default="default",
+        help="default: LS, CAGrad and CAME-Grad; all: every Gram weighting",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     steps = args.steps if args.steps is not None else (2000 if args.quick else DEFAULT_STEPS)
@@ -427,5 +467,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         start_noise=args.start_noise,
         chunk=args.chunk,
         tol=args.tol,
+        methods=METHOD_SETS[args.methods](),
         progress=not args.no_progress,
     )
