@@ -45,7 +45,7 @@ lint: $(VENV)
 	$(BIN)/mypy
 
 docs: $(VENV)
-	$(BIN)/python -m examples.toy --no-progress --out docs/figures/toy
+	$(BIN)/python -m examples.toy --methods all --no-progress --out docs/figures/toy
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:

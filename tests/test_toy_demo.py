@@ -111,3 +111,23 @@ def test_jacobian_of_toy_is_finite_along_the_pareto_set():
     jac = jax.vmap(jax.jacrev(demo.toy_losses))(jnp.asarray(demo.pareto_set(51), jnp.float32))
     assert jac.shape == (51, 2, 2)
     assert bool(jnp.all(jnp.isfinite(jac)))
+
+
+def test_all_methods_cover_every_gram_weighting(monkeypatch):
+    """``--methods all`` runs every Gram weighting; only the documented exclusions are missing."""
+    import camegrad_jax as cg
+
+    weightings = {n for n in cg.weightings.__all__ if n[0].islower()}
+    excluded = {"sum", "linear", "famo", "dwa", "uncertainty"}  # see all_methods' docstring
+    covered = set(demo.GRAM_WEIGHTINGS.values()) | {"came"}
+    assert covered == weightings - excluded
+    methods = demo.all_methods()
+    assert list(methods)[0] == "LS (mean)" and list(methods)[-1] == "CAME-Grad"
+    seen = {}
+
+    def fake_run_demo(out, steps, **kwargs):
+        seen.update(methods=list(kwargs["methods"]))
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    demo.main(["--quick", "--methods", "all"])
+    assert seen["methods"] == list(methods)

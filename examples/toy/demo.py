@@ -132,6 +132,24 @@ def default_methods() -> dict[str, optax.GradientTransformationExtraArgs]:
     }
 
 
+#: Display name -> ``cg.weightings`` factory for ``--methods all`` (each with its defaults).
+GRAM_WEIGHTINGS: dict[str, str] = {
+    "LS (mean)": "mean",
+    "RLW": "random",
+    "MGDA": "mgda",
+    "PCGrad": "pcgrad",
+    "GradVac": "gradvac",
+    "IMTL-G": "imtl_g",
+    "Aligned-MTL": "aligned_mtl",
+    "CAGrad (c=0.5)": "cagrad",
+    "Nash-MTL": "nash_mtl",
+    "UPGrad": "upgrad",
+    "DualProj": "dualproj",
+    "ConFIG": "config",
+    "FairGrad": "fairgrad",
+}
+
+
 def all_methods() -> dict[str, optax.GradientTransformationExtraArgs]:
     """Every Gram weighting of ``cg.weightings`` with its documented defaults, CAME-Grad last.
 
@@ -139,24 +157,13 @@ def all_methods() -> dict[str, optax.GradientTransformationExtraArgs]:
     constant rescaling of the update). The loss-based weightings (famo, dwa, uncertainty) are left
     out because the toy's losses are negative and they need positive losses.
     """
-    k = {"num_tasks": 2}
-    return {
-        "LS (mean)": cg.aggregate(cg.weightings.mean(), **k),
-        "RLW": cg.rlw(**k),
-        "MGDA": cg.mgda(**k),
-        "PCGrad": cg.pcgrad(**k),
-        "GradVac": cg.gradvac(**k),
-        "IMTL-G": cg.imtl_g(**k),
-        "Aligned-MTL": cg.aligned_mtl(**k),
-        "CAGrad (c=0.5)": cg.cagrad(**k),
-        "Nash-MTL": cg.nash_mtl(**k),
-        "UPGrad": cg.upgrad(**k),
-        "DualProj": cg.dualproj(**k),
-        "ConFIG": cg.config(**k),
-        "FairGrad": cg.fairgrad(**k),
-        "CAGrad (came κ=None, ν=0)": cg.came_grad(kappa=None, nu=0.0, **k),
-        "CAME-Grad": cg.came_grad(**k),
+    methods = {
+        label: cg.aggregate(getattr(cg.weightings, name)(), num_tasks=2)
+        for label, name in GRAM_WEIGHTINGS.items()
     }
+    methods["CAGrad (came κ=None, ν=0)"] = cg.came_grad(kappa=None, nu=0.0, num_tasks=2)
+    methods["CAME-Grad"] = cg.came_grad(num_tasks=2)
+    return methods
 
 
 #: Method sets selectable with ``--methods``.
