@@ -58,9 +58,7 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
         scale = jnp.where(finite & (scale > 0.0), scale, 1.0)
         return gramian([leaf / scale for leaf in leaves]), scale, finite
 
-    return jax.lax.cond(
-        suspicious, rescaled, lambda: (gram, jnp.ones((), dtype), jnp.array(True))
-    )
+    return jax.lax.cond(suspicious, rescaled, lambda: (gram, jnp.ones((), dtype), jnp.array(True)))
 
 
 def _stack(trees: list[Any]) -> Any:

@@ -59,10 +59,11 @@ def solve_fair_weights(
     r"""The positive solution $w$ of $(\hat G + \delta I)w = w^{-1/\alpha}$, and its residual.
 
     From the warm start $w_0$ (non-positive or non-finite entries are replaced by 1, then
-    divided by their maximum) the solver first takes the best multiple $t w_0$ ($f(tw_0)$ is minimised in closed form,
-    $t^{1 + 1/\alpha} = \sum_i w_{0,i}^{1-1/\alpha} / w_0^\top\hat Gw_0$), which
-    absorbs any change of the gradients' scale, then runs ``solver.newton_iters`` Newton
-    iterations on $f$. In the variables $w = D\mathbf 1$, $\Delta w = Ds$ the Newton
+    divided by their maximum) the solver first takes the best multiple $t w_0$ ($f(tw_0)$ is
+    minimised in closed form,
+    $t^{1 + 1/\alpha} = \sum_i w_{0,i}^{1-1/\alpha} / w_0^\top\hat Gw_0$), which absorbs
+    any change of the gradients' scale, then runs ``solver.newton_iters`` Newton iterations on
+    $f$. In the variables $w = D\mathbf 1$, $\Delta w = Ds$ the Newton
     system is
 
     $$
