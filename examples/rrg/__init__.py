@@ -1,0 +1,1 @@
+"""Radiology report generation (RRG) with Flax NNX and camegrad_jax: data, models, metrics, demo."""
