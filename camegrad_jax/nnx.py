@@ -69,7 +69,7 @@ def value_and_jacobian(
     """
 
     def wrapped(model: Any, *args: Any, **kwargs: Any) -> Any:
-        graphdef, params, rest = nnx.split(model, wrt, ...)
+        graphdef, params, rest = nnx.split(model, wrt, ...)  # type: ignore[misc]
 
         def of_params(p: Any) -> Any:
             # Rebuilding the non-differentiated variables inside the trace lets the forward
@@ -77,7 +77,7 @@ def value_and_jacobian(
             copy = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, rest))
             out = loss_fn(copy, *args, **kwargs)
             losses, aux = out if has_aux else (out, None)
-            _, _, new_rest = nnx.split(copy, wrt, ...)
+            _, _, new_rest = nnx.split(copy, wrt, ...)  # type: ignore[misc]
             return losses, (aux, new_rest)
 
         (losses, (aux, new_rest)), jac = _value_and_jacobian(of_params, has_aux=True)(params)
