@@ -7,8 +7,10 @@ The data path is Jacobian → Gram → coefficients → combine::
 """
 
 from camegrad_jax import weightings
+from camegrad_jax._accumulate import AccumulateState, accumulate, apply_if_finite
 from camegrad_jax._gram import combine, gramian
 from camegrad_jax._jacobian import value_and_jacobian
+from camegrad_jax._logging import diagnostic_arrays, diagnostics
 from camegrad_jax._simplex import DualSolver
 from camegrad_jax._transform import AggregateState, aggregate, came_grad, transformation
 from camegrad_jax._weighting import Weighting
@@ -33,15 +35,20 @@ uncertainty = transformation(weightings.uncertainty)
 upgrad = transformation(weightings.upgrad)
 
 __all__ = [
+    "AccumulateState",
     "AggregateState",
     "DualSolver",
     "Weighting",
+    "accumulate",
     "aggregate",
     "aligned_mtl",
+    "apply_if_finite",
     "cagrad",
     "came_grad",
     "combine",
     "config",
+    "diagnostic_arrays",
+    "diagnostics",
     "dualproj",
     "dwa",
     "fairgrad",

@@ -49,7 +49,8 @@ def vaccinate(gram_hat: Array, targets: Array, order: Array, beta: Array) -> tup
 
     after which $\cos(g_i^{PC}, g_j) = \hat\phi$; then
     $\hat\phi_{ij} \leftarrow (1-\beta)\hat\phi_{ij} + \beta\phi$ with the cosine
-    measured before the correction (as in the paper's Algorithm 1, LibMTL and TorchJD).
+    measured before the correction, for every pair (the paper's Algorithm 1 and TorchJD; LibMTL
+    updates it only for pairs below their target).
     Norms and inner products come from the Gram matrix: $\|g_i^{PC}\|^2 = c_i^\top Gc_i$,
     $\langle g_i^{PC}, g_j\rangle = (Gc_i)_j$. A zero gradient has cosine 0 with every other
     and is never corrected; $1 - \hat\phi^2$ is floored at the dtype's epsilon, so a target
