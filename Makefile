@@ -7,11 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help demo demo-quick test test-fast lint docs clean
+.PHONY: help demo demo-quick toy toy-quick test test-fast lint docs clean
 
 help:
-	@echo "make demo        set up $(VENV) and run the toy demo (full size, outputs/toy)"
-	@echo "make demo-quick  the toy demo with 2000 steps"
+	@echo "make demo        set up $(VENV) and run the main job: the RRG demo, LS vs CAME-Grad (runs/demo)"
+	@echo "make demo-quick  the RRG demo at CI size (a couple of minutes)"
+	@echo "make toy         CAGrad's two-objective toy, full size (outputs/toy)"
+	@echo "make toy-quick   the toy with 2000 steps"
 	@echo "make test        the whole test suite (slow tests and doctests included)"
 	@echo "make test-fast   the fast tests, stopping at the first failure"
 	@echo "make lint        ruff check, ruff format --check, mypy"
@@ -28,9 +30,15 @@ $(STAMP): pyproject.toml
 	touch $@
 
 demo: $(VENV)
-	$(BIN)/python -m examples.toy
+	$(BIN)/python -m examples.rrg.demo
 
 demo-quick: $(VENV)
+	$(BIN)/python -m examples.rrg.demo --quick --out runs/demo-quick
+
+toy: $(VENV)
+	$(BIN)/python -m examples.toy
+
+toy-quick: $(VENV)
 	$(BIN)/python -m examples.toy --quick
 
 test: $(VENV)

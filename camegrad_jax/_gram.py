@@ -8,8 +8,11 @@ $$
 G = J J^\top = \sum_l J_l J_l^\top, \qquad d = J^\top c = \sum_k c_k J_k .
 $$
 
-Both are computed leaf by leaf (``tensordot`` over the trailing axes), never by flattening the
-tree: flattening copies every leaf and breaks explicit sharding.
+Both are computed leaf by leaf (a contraction over the trailing axes), never by flattening the
+tree or reshaping a leaf: flattening copies every leaf and breaks explicit sharding. Sharded
+leaves keep their sharding: under ``jax.jit`` the Gram matrix comes out replicated (the
+compiler all-reduces the per-shard partial products), and $J^\top c$ is sharded like one
+task's gradient.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 Array = jax.Array
 PyTree = Any
@@ -91,13 +95,33 @@ def gramian(jac: PyTree) -> Array:
     dtype = gram_dtype(jac)
 
     def leaf_gram(leaf: Array) -> Array:
-        rows = leaf.reshape(leaf.shape[0], -1)
+        trailing = tuple(range(1, jnp.ndim(leaf)))
         return jax.lax.dot_general(
-            rows, rows, (((1,), (1,)), ((), ())), preferred_element_type=dtype
+            leaf,
+            leaf,
+            ((trailing, trailing), ((), ())),
+            preferred_element_type=dtype,
+            out_sharding=replicated_sharding(leaf),
         ).astype(dtype)
 
     grams = [leaf_gram(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
     return sum(grams[1:], start=grams[0])
+
+
+def replicated_sharding(leaf: Array) -> NamedSharding | None:
+    """A replicated ``out_sharding`` for a contraction of ``leaf``, or None when none is needed.
+
+    Under explicit sharding (a mesh with ``AxisType.Explicit`` axes, the default of
+    ``jax.make_mesh``) a contraction over a sharded axis must name its output sharding; the
+    Gram matrix and other K×K quantities are small, so they are replicated (the compiler
+    inserts the all-reduce). Under automatic sharding, inside ``shard_map`` and on one device
+    the compiler decides and None is returned.
+    """
+    sharding = jax.typeof(leaf).sharding
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or mesh.empty or AxisType.Explicit not in mesh.axis_types:
+        return None
+    return NamedSharding(mesh, PartitionSpec())
 
 
 def combine(jac: PyTree, coeffs: Array) -> PyTree:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+AxisName = Hashable | tuple[Hashable, ...]
 
-def value_and_jacobian(loss_fn: Callable[..., Any], has_aux: bool = False) -> Callable[..., Any]:
+
+def value_and_jacobian(
+    loss_fn: Callable[..., Any], has_aux: bool = False, *, axis_name: AxisName | None = None
+) -> Callable[..., Any]:
     r"""Wraps ``loss_fn(params, *args)``, which returns K task losses, to return their Jacobian.
 
     The forward pass runs once (``jax.vjp``); the pullback is vmapped over the K basis vectors
@@ -17,10 +21,43 @@ def value_and_jacobian(loss_fn: Callable[..., Any], has_aux: bool = False) -> Ca
     structure of ``params`` with a leading axis of size K on every leaf, ready for
     [`came_grad`][camegrad_jax.came_grad] or [`aggregate`][camegrad_jax.aggregate].
 
+    Under ``jax.jit`` with a batch-sharded input nothing is needed: a loss that is a mean over
+    the batch is a mean over the global batch, so the Jacobian already is the global one.
+    Inside ``jax.shard_map`` each device only sees its shard of the batch; pass the data axis
+    as ``axis_name`` and the losses and the Jacobian are averaged over it (``lax.pmean``)
+    before they are returned. With $D$ shards, per-shard losses $L^{(d)}$ and per-shard
+    Jacobians $J^{(d)}$,
+
+    $$
+    L = \frac{1}{D}\sum_d L^{(d)}, \qquad J = \frac{1}{D}\sum_d J^{(d)}, \qquad G = J J^\top,
+    $$
+
+    which is the Gram matrix of the global batch. Averaging per-device Gram matrices instead
+    is wrong, since CAME-Grad and every other weighting are nonlinear in $J$:
+
+    $$
+    \frac{1}{D}\sum_d J^{(d)} J^{(d)\top}
+      = J J^\top + \frac{1}{D}\sum_d \bigl(J^{(d)} - J\bigr)\bigl(J^{(d)} - J\bigr)^\top ,
+    $$
+
+    the true Gram matrix plus the between-shard covariance, which inflates the diagonal and
+    hides the very conflicts the weighting is there to resolve (two shards whose gradients
+    conflict in opposite directions average to no conflict at all). Aggregating per device and
+    averaging the updates is wrong for the same reason.
+
+    The average is what ``pmean`` of each row gives, whether or not ``shard_map`` checks
+    replication (``check_vma``): with the check on, the parameters' cotangents are summed over
+    the axis by JAX's autodiff itself and the basis vectors are scaled by $1/D$; with it off,
+    the per-device Jacobian is ``pmean``-ed. With ``check_vma=False`` the parameters must be
+    replicated over ``axis_name`` (``in_specs`` ``P()``). The ``aux`` output is returned as
+    each device computed it.
+
     Args:
       loss_fn: ``loss_fn(params, *args) -> losses`` with ``losses`` of shape ``(K,)``, or
         ``-> (losses, aux)`` when ``has_aux``.
       has_aux: whether ``loss_fn`` also returns auxiliary data.
+      axis_name: inside ``shard_map``, the mesh axis (or tuple of axes) the batch is split
+        over; the losses and the Jacobian are averaged over it. None (default): no averaging.
 
     Returns:
       A function ``(params, *args) -> (losses, jac)``, or ``((losses, aux), jac)``.
@@ -48,7 +85,34 @@ def value_and_jacobian(loss_fn: Callable[..., Any], has_aux: bool = False) -> Ca
                 f"`loss_fn` must return a 1-D vector of K task losses; got shape {shape}."
             )
         basis = jnp.eye(shape[0], dtype=jnp.result_type(losses))
+        # Inside shard_map with replication checks, the cotangents must vary like the losses.
+        varying = _varying_axes(losses)
+        averaged = () if axis_name is None else _as_tuple(axis_name)
+        summed = tuple(a for a in averaged if a in varying)
+        if summed:
+            # JAX's autodiff sums the cotangents of replicated inputs over these axes: scale
+            # by 1/D so that the sum is the mean.
+            basis = basis / jax.lax.axis_size(summed)
+        if varying:
+            basis = jax.lax.pcast(basis, tuple(varying), to="varying")
         (jac,) = jax.vmap(pullback)(basis)
+        if averaged:
+            losses = jax.lax.pmean(losses, averaged)
+            rest = tuple(a for a in averaged if a not in summed)
+            if rest:
+                jac = jax.lax.pmean(jac, rest)
         return ((losses, aux), jac) if has_aux else (losses, jac)
 
     return wrapped
+
+
+def _as_tuple(axis_name: AxisName) -> tuple[Hashable, ...]:
+    return axis_name if isinstance(axis_name, tuple) else (axis_name,)
+
+
+def _varying_axes(x: Any) -> tuple[Hashable, ...]:
+    """The manual mesh axes over which ``x`` varies (empty outside ``shard_map`` or unchecked)."""
+    aval = jax.typeof(x)
+    mat = getattr(aval, "mat", None)
+    varying = getattr(mat, "varying", None) if mat is not None else getattr(aval, "vma", None)
+    return tuple(sorted(varying or (), key=str))

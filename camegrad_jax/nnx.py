@@ -24,13 +24,18 @@ from typing import Any
 import jax
 from flax import nnx
 
+from camegrad_jax._jacobian import AxisName
 from camegrad_jax._jacobian import value_and_jacobian as _value_and_jacobian
 
 __all__ = ["value_and_jacobian"]
 
 
 def value_and_jacobian(
-    loss_fn: Callable[..., Any], *, has_aux: bool = False, wrt: Any = nnx.Param
+    loss_fn: Callable[..., Any],
+    *,
+    has_aux: bool = False,
+    wrt: Any = nnx.Param,
+    axis_name: AxisName | None = None,
 ) -> Callable[..., Any]:
     r"""Wraps ``loss_fn(model, *args)``, which returns K task losses, to return their Jacobian.
 
@@ -46,6 +51,10 @@ def value_and_jacobian(
       has_aux: whether ``loss_fn`` also returns auxiliary data.
       wrt: an NNX filter of the variables to differentiate (default ``nnx.Param``); use the
         same filter as the ``nnx.Optimizer``.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or axes) the batch is split over:
+        the losses and the Jacobian are averaged over it before the Gram matrix is built (see
+        [`camegrad_jax.value_and_jacobian`][camegrad_jax.value_and_jacobian]). The state
+        written back (e.g. batch statistics) stays per device.
 
     Returns:
       A function ``(model, *args, **kwargs) -> (losses, jac)``, or ``((losses, aux), jac)``,
@@ -80,7 +89,9 @@ def value_and_jacobian(
             _, _, new_rest = nnx.split(copy, wrt, ...)  # type: ignore[misc]
             return losses, (aux, new_rest)
 
-        (losses, (aux, new_rest)), jac = _value_and_jacobian(of_params, has_aux=True)(params)
+        (losses, (aux, new_rest)), jac = _value_and_jacobian(
+            of_params, has_aux=True, axis_name=axis_name
+        )(params)
         nnx.update(model, new_rest)
         return ((losses, aux), jac) if has_aux else (losses, jac)
 

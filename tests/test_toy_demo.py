@@ -122,7 +122,7 @@ def test_all_methods_cover_every_gram_weighting(monkeypatch):
     covered = set(demo.GRAM_WEIGHTINGS.values()) | {"came"}
     assert covered == weightings - excluded
     methods = demo.all_methods()
-    assert list(methods)[0] == "LS (mean)" and list(methods)[-1] == "CAME-Grad"
+    assert next(iter(methods)) == "LS (mean)" and list(methods)[-1] == "CAME-Grad"
     seen = {}
 
     def fake_run_demo(out, steps, **kwargs):

@@ -1,0 +1,351 @@
+"""Train a report generator with LS, CAME-Grad or any camegrad_jax weighting.
+
+``python -m examples.rrg.train --data runs/data/iu_xray --optimizer came --task-weights 1 4``
+trains on the ``annotation.json`` dataset at ``--data`` (make one with
+``python -m examples.rrg.synthetic``), validates every epoch, checkpoints with orbax (``--resume``
+continues a run exactly where its last epoch ended), evaluates on the test split and writes
+``history.json``, ``metrics.json``, ``curves.png`` and generated reports into ``--out``.
+Run ``python -m examples.rrg.train --help`` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from camegrad_jax import nnx as cgnnx
+from examples.rrg import checkpoint
+from examples.rrg.data import MIN_COUNT, RRGDataset, Vocabulary, load_annotation, prefetch
+from examples.rrg.evaluate import evaluate
+from examples.rrg.labeler import label_reports
+from examples.rrg.models import BACKBONES, build_model
+from examples.rrg.objectives import (
+    OPTIMIZERS,
+    aggregator,
+    example_losses,
+    scalarised,
+    task_losses,
+)
+from examples.rrg.plots import plot_run
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved as ``config.json`` next to its results."""
+
+    data: str = "runs/data/iu_xray"
+    layout: str = "iu_xray"
+    out: str = "runs/rrg/came"
+    backbone: str = "cnn_transformer"
+    optimizer: str = "came"
+    task_weights: tuple[float, ...] = (1.0, 4.0)
+    rho: float = 0.5
+    kappa: float = 1.5
+    nu: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    epochs: int = 8
+    batch_size: int = 16
+    seed: int = 0
+    image_size: int = 64
+    d_model: int = 64
+    num_layers: int = 2
+    dropout: float = 0.1
+    beam_size: int = 3
+    val_limit: int | None = 64
+    test_limit: int | None = None
+
+
+def load_data(config: TrainConfig) -> tuple[Vocabulary, dict[str, RRGDataset]]:
+    """The vocabulary of the training reports and the three splits, labelled by the labeler."""
+    annotation = Path(config.data) / "annotation.json"
+    if not annotation.is_file():
+        raise FileNotFoundError(
+            f"{annotation} not found: generate a dataset with `python -m examples.rrg.synthetic "
+            f"--out {config.data}` or point --data at an R2Gen-format dataset."
+        )
+    train_reports = [r.report for r in load_annotation(annotation, config.layout)["train"]]
+    vocab = Vocabulary.build(train_reports, MIN_COUNT[config.layout])
+    splits = {
+        split: RRGDataset.from_annotation(
+            annotation,
+            split,
+            layout=config.layout,
+            vocab=vocab,
+            image_size=config.image_size,
+            labeler=label_reports,
+        )
+        for split in ("train", "val", "test")
+    }
+    return vocab, splits
+
+
+def _compiled_key(config: TrainConfig) -> TrainConfig:
+    """The config with the fields that do not change the compiled step blanked: runs that differ
+    only in seed, data folder or output folder share their jitted step (one compilation)."""
+    return dataclasses.replace(config, seed=0, data="", out="", val_limit=None, test_limit=None)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    return make_optimizer(config, total_steps)
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW on a warm-up + cosine schedule, after the aggregation unless ``ls``."""
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(total_steps, 2))
+    adamw = optax.adamw(schedule, weight_decay=config.weight_decay)
+    if config.optimizer == "ls":
+        return adamw
+    agg = aggregator(
+        config.optimizer, config.task_weights, rho=config.rho, kappa=config.kappa, nu=config.nu
+    )
+    return optax.chain(agg, adamw)
+
+
+def _diagnostics(opt_state: Any) -> dict[str, jax.Array]:
+    """CAME-Grad's γ, ν_t and cos(g_lm, g_cls), and the coefficients, where the state has them."""
+    pure = nnx.as_pure(opt_state)
+    out = {}
+    for name in ("gain", "fusion", "coefficients"):
+        value = optax.tree.get(pure, name)
+        if value is not None:
+            out[name] = value
+    cosines = optax.tree.get(pure, "cosines")
+    if cosines is not None:
+        out["cosine"] = cosines[0, 1]
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def make_train_step(config: TrainConfig) -> Any:
+    """The jitted step ``(model, optimizer, batch) -> (task losses, diagnostics)``."""
+    if config.optimizer == "ls":
+        objective = scalarised(config.task_weights)
+
+        @nnx.jit
+        def ls_step(model: Any, optimizer: Any, batch: dict) -> tuple[jax.Array, dict]:
+            (_, losses), grads = nnx.value_and_grad(objective, has_aux=True)(model, batch)
+            optimizer.update(model, grads)
+            return losses, {}
+
+        return ls_step
+
+    jacobian = cgnnx.value_and_jacobian(task_losses, has_aux=True)
+
+    @nnx.jit
+    def jacobian_step(model: Any, optimizer: Any, batch: dict) -> tuple[jax.Array, dict]:
+        (losses, _), jac = jacobian(model, batch)
+        optimizer.update(model, jac)
+        return losses, _diagnostics(optimizer.opt_state)
+
+    return jacobian_step
+
+
+@nnx.jit
+def _eval_losses(model: Any, batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return example_losses(nnx.view(model, deterministic=True), batch)[:3]
+
+
+def validation_losses(model: Any, dataset: RRGDataset, batch_size: int) -> list[float]:
+    """``[L_lm, L_cls]`` over a whole split, eval mode; the last batch is padded (one shape)."""
+    lm_sum = count = cls_sum = 0.0
+    for batch in dataset.batches(batch_size):
+        n = len(batch["index"])
+        padded = {k: np.concatenate([v, v[:1].repeat(batch_size - n, 0)]) for k, v in batch.items()}
+        lm, tokens, cls = (
+            np.asarray(x, np.float64)[:n] for x in _eval_losses(model, _device(padded))
+        )
+        lm_sum, count, cls_sum = lm_sum + lm.sum(), count + tokens.sum(), cls_sum + cls.sum()
+    return [lm_sum / max(count, 1.0), cls_sum / len(dataset)]
+
+
+def _device(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: jnp.asarray(v) for k, v in batch.items() if k != "index"}
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Train, validate every epoch, checkpoint, then evaluate on the test split.
+
+    ``resume`` continues from the checkpoint in ``config.out``; ``stop_after`` ends the call
+    after that many epochs (counted from the first, as an interruption would; returns None),
+    so that a time-limited job can be resumed later.
+
+    Returns ``{"config", "history", "test", "train_seconds", "first_step_seconds"}`` (also in
+    ``config.out``): ``train_seconds`` sums the step times except the run's first step, which
+    includes the compilation when no earlier run in the process compiled the same step.
+    """
+    from tqdm.auto import tqdm
+
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {config.optimizer!r}.")
+    if config.backbone not in BACKBONES:
+        raise ValueError(f"`backbone` must be one of {BACKBONES}; got {config.backbone!r}.")
+    if len(config.task_weights) != 2 or min(config.task_weights) < 0:
+        raise ValueError(f"`task_weights` must be two numbers >= 0; got {config.task_weights}.")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    vocab, data = load_data(config)
+    vocab.save(out / "vocab.json")
+    steps_per_epoch = len(data["train"]) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the training split has {len(data['train'])} studies, fewer than one batch "
+            f"(--batch-size {config.batch_size})."
+        )
+    model = build_model(
+        config.backbone,
+        vocab_size=len(vocab),
+        num_views=data["train"].images.shape[1],
+        image_size=config.image_size,
+        d_model=config.d_model,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+        rngs=nnx.Rngs(config.seed),
+    )
+    key = _compiled_key(config)
+    tx = _cached_optimizer(key, steps_per_epoch * config.epochs)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    step_fn = make_train_step(key)
+    history: dict[str, Any] = {"steps": [], "epochs": []}
+    first_epoch, train_seconds = 0, 0.0
+    first_step_seconds: float | None = None
+    ckpt = out / "checkpoint"
+    if resume and ckpt.exists():
+        like = {"model": nnx.state(model), "optimizer": nnx.state(optimizer), "epoch": 0}
+        restored = checkpoint.restore(ckpt, nnx.as_pure(like))
+        nnx.update(model, restored["model"])
+        nnx.update(optimizer, restored["optimizer"])
+        first_epoch = int(restored["epoch"])
+        saved = json.loads((out / "history.json").read_text())
+        history, train_seconds = saved["history"], saved["train_seconds"]
+
+    for epoch in range(first_epoch, config.epochs):
+        batches = data["train"].batches(
+            config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch, drop_last=True
+        )
+        bar = tqdm(
+            prefetch(batches),
+            total=steps_per_epoch,
+            desc=f"{config.optimizer} epoch {epoch + 1}/{config.epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for batch in bar:
+            started = time.perf_counter()
+            losses, diag = step_fn(model, optimizer, _device(batch))
+            row = {"lm": float(losses[0]), "cls": float(losses[1])}  # float() waits for the step
+            if first_step_seconds is None:  # this process's first step compiles: kept apart
+                first_step_seconds = time.perf_counter() - started
+            else:
+                train_seconds += time.perf_counter() - started
+            row.update({k: np.asarray(v).tolist() for k, v in diag.items()})
+            history["steps"].append(row)
+            shown = {k: f"{v:.3f}" for k, v in row.items() if isinstance(v, float)}
+            bar.set_postfix(shown, refresh=False)
+        val_lm, val_cls = validation_losses(model, data["val"], config.batch_size)
+        val_metrics, _ = evaluate(
+            model,
+            data["val"],
+            vocab,
+            batch_size=config.batch_size,
+            beam_size=1,
+            limit=config.val_limit,
+        )
+        summary = {"epoch": epoch + 1, "val_lm": val_lm, "val_cls": val_cls}
+        history["epochs"].append(summary | {f"val_{k}": v for k, v in val_metrics.items()})
+        if progress:
+            print(
+                f"{config.optimizer} epoch {epoch + 1}: val lm {val_lm:.3f} cls {val_cls:.3f} "
+                f"CE-F1 {val_metrics['ce14_f1_micro']:.3f} BLEU-4 {val_metrics['BLEU_4']:.3f}"
+            )
+        state = {"model": nnx.state(model), "optimizer": nnx.state(optimizer), "epoch": epoch + 1}
+        checkpoint.save(ckpt, nnx.as_pure(state))
+        (out / "history.json").write_text(
+            json.dumps({"history": history, "train_seconds": train_seconds}) + "\n"
+        )
+        if stop_after is not None and epoch + 1 >= stop_after:
+            return None
+
+    test_metrics, generated = evaluate(
+        model,
+        data["test"],
+        vocab,
+        batch_size=config.batch_size,
+        beam_size=config.beam_size,
+        limit=config.test_limit,
+    )
+    result = {
+        "config": dataclasses.asdict(config),
+        "history": history,
+        "test": test_metrics,
+        "train_seconds": train_seconds,
+        "first_step_seconds": first_step_seconds,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+    samples = [
+        {"id": i, "generated": g, "reference": r}
+        for i, g, r in zip(data["test"].ids, generated, data["test"].reports, strict=False)
+    ]
+    (out / "generated.json").write_text(json.dumps(samples, indent=1) + "\n")
+    plot_run(history, out / "curves.png", title=f"{config.optimizer} ({config.backbone})")
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line, one flag per :class:`TrainConfig` field plus ``--resume``."""
+    p = argparse.ArgumentParser(
+        prog="python -m examples.rrg.train", description=__doc__.split("\n\n")[0]
+    )
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.name == "task_weights":
+            p.add_argument(flag, type=float, nargs=2, default=list(default), metavar=("LM", "CLS"))
+        elif field.name in ("val_limit", "test_limit"):
+            p.add_argument(flag, type=int, default=default, help=f"default {default} (0: all)")
+        else:
+            kind = type(default)
+            choices = {"optimizer": OPTIMIZERS, "backbone": BACKBONES, "layout": MIN_COUNT}
+            p.add_argument(flag, type=kind, default=default, choices=choices.get(field.name))
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = vars(parser().parse_args(argv))
+    resume, progress = args.pop("resume"), not args.pop("no_progress")
+    args["task_weights"] = tuple(args["task_weights"])
+    for key in ("val_limit", "test_limit"):
+        args[key] = args[key] or None
+    result = train(TrainConfig(**args), resume=resume, progress=progress)
+    assert result is not None
+    print(json.dumps(result["test"], indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
