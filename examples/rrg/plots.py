@@ -49,7 +49,7 @@ def plot_runs(
             f1 = np.mean([[e["val_ce14_f1_micro"] for e in ep[:n]] for ep in epochs], axis=0)
             ax_val.plot(np.arange(1, n + 1), f1, "o-", color=color, label=name)
         steps = histories[0]["steps"] if histories else []
-        for key, style in (("gain", "-"), ("fusion", "--"), ("cosine", ":")):
+        for key, style in (("gain", "-"), ("fusion", "--"), ("cosines/0/1", ":")):
             if steps and key in steps[0]:
                 ax_diag.plot(
                     _smooth([s[key] for s in steps]), style, color=color, label=f"{name}: {key}"

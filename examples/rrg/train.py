@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+import camegrad_jax as cg
 from camegrad_jax import nnx as cgnnx
 from examples.rrg import checkpoint
 from examples.rrg.data import MIN_COUNT, RRGDataset, Vocabulary, load_annotation, prefetch
@@ -39,6 +40,9 @@ from examples.rrg.objectives import (
     task_losses,
 )
 from examples.rrg.plots import plot_run
+
+#: What the progress bar shows live: the task losses and CAME-Grad's γ, ν_t and cosine.
+LIVE = ("lm", "cls", "gain", "fusion", "cosines/0/1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,23 +121,11 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     return optax.chain(agg, adamw)
 
 
-def _diagnostics(opt_state: Any) -> dict[str, jax.Array]:
-    """CAME-Grad's γ, ν_t and cos(g_lm, g_cls), and the coefficients, where the state has them."""
-    pure = nnx.as_pure(opt_state)
-    out = {}
-    for name in ("gain", "fusion", "coefficients"):
-        value = optax.tree.get(pure, name)
-        if value is not None:
-            out[name] = value
-    cosines = optax.tree.get(pure, "cosines")
-    if cosines is not None:
-        out["cosine"] = cosines[0, 1]
-    return out
-
-
 @functools.lru_cache(maxsize=8)
 def make_train_step(config: TrainConfig) -> Any:
-    """The jitted step ``(model, optimizer, batch) -> (task losses, diagnostics)``."""
+    """The jitted step ``(model, optimizer, batch) -> (task losses, diagnostics)``; the
+    diagnostics are ``cg.diagnostic_arrays`` of the optimizer state (γ as ``gain``, ν_t as
+    ``fusion``, cos(g_lm, g_cls) as ``cosines/0/1``, ...; empty for ``ls``)."""
     if config.optimizer == "ls":
         objective = scalarised(config.task_weights)
 
@@ -151,7 +143,7 @@ def make_train_step(config: TrainConfig) -> Any:
     def jacobian_step(model: Any, optimizer: Any, batch: dict) -> tuple[jax.Array, dict]:
         (losses, _), jac = jacobian(model, batch)
         optimizer.update(model, jac)
-        return losses, _diagnostics(optimizer.opt_state)
+        return losses, cg.diagnostic_arrays(optimizer.opt_state)
 
     return jacobian_step
 
@@ -262,7 +254,7 @@ def train(
                 train_seconds += time.perf_counter() - started
             row.update({k: np.asarray(v).tolist() for k, v in diag.items()})
             history["steps"].append(row)
-            shown = {k: f"{v:.3f}" for k, v in row.items() if isinstance(v, float)}
+            shown = {k: f"{row[k]:.3f}" for k in LIVE if k in row}
             bar.set_postfix(shown, refresh=False)
         val_lm, val_cls = validation_losses(model, data["val"], config.batch_size)
         val_metrics, _ = evaluate(
