@@ -24,11 +24,15 @@ from examples.rrg.train import (
 SMALL = {"image_size": 32, "d_model": 32, "num_layers": 1, "batch_size": 8, "beam_size": 1}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rrg") / "data"
+def make_dataset(root):
+    """A tiny synthetic IU X-Ray dataset at ``root`` for the ``SMALL`` configuration."""
     generate(root, layout="iu_xray", num_studies=60, image_size=32, seed=3)
     return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("rrg") / "data")
 
 
 @pytest.mark.parametrize("optimizer", ["ls", "came"])

@@ -270,14 +270,26 @@ class RRGDataset:
         return len(self.ids)
 
     def batches(
-        self, batch_size: int, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        rows: slice | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """One epoch of ``{"images", "tokens", "labels", "index"}`` batches (``index``: rows)."""
+        """One epoch of ``{"images", "tokens", "labels", "index"}`` batches (``index``: rows).
+
+        ``rows`` keeps only that slice of every batch (the order of the whole batches is
+        unchanged): a process of a multi-host job loads only its part of each global batch.
+        """
         n = len(self)
         order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             index = order[start : start + batch_size]
+            if rows is not None:
+                index = index[rows]
             yield {
                 "images": self.images[index],
                 "tokens": self.tokens[index],

@@ -6,13 +6,25 @@ trains on the ``annotation.json`` dataset at ``--data`` (make one with
 continues a run exactly where its last epoch ended), evaluates on the test split and writes
 ``history.json``, ``metrics.json``, ``curves.png`` and generated reports into ``--out``.
 Run ``python -m examples.rrg.train --help`` for every option.
+
+``--distributed`` trains data parallel over every device of a multi-process (multi-host) job:
+each process runs this same command, ``jax.distributed.initialize`` joins them (arguments from
+``--coordinator``, ``--num-processes`` and ``--process-id``, or detected on Slurm, Open MPI and
+Cloud TPU), every global batch of ``--batch-size`` studies is split over all devices and each
+process loads only its rows of it. The parameters and the optimizer state are replicated, and
+the Jacobian, hence the Gram matrix, is the one of the global batch: the run equals a
+single-process run on as many devices. Process 0 alone prints and writes the results; every
+process writes its part of the orbax checkpoint, so ``--out`` must be on a shared filesystem.
+See ``docs/howto-sharding.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -24,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import camegrad_jax as cg
 from camegrad_jax import nnx as cgnnx
@@ -170,18 +184,99 @@ def _device(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v) for k, v in batch.items() if k != "index"}
 
 
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """``jax.distributed.initialize``: call it in every process before any other JAX call.
+
+    Arguments left ``None`` are detected by JAX (the coordinator also from the
+    ``JAX_COORDINATOR_ADDRESS`` variable; all three on Slurm, Open MPI and Cloud TPU pods).
+    On CPU the cross-process collectives go over Gloo, on GPU over NCCL.
+    """
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis ``"data"`` mesh over ``devices``, by default every device of every process
+    of the job. The axis is *automatic*: the models carry no sharding annotations (an explicit
+    axis would make e.g. the embedding lookup of a batch-sharded input ambiguous), so the
+    compiler propagates the batch sharding through them."""
+    devices = list(jax.devices() if devices is None else devices)
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _replicated(tree: Any, mesh: Mesh) -> Any:
+    """Every array of ``tree`` (the same values on every process) as a global array replicated
+    over ``mesh``; typed PRNG keys stay keys."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x: Any) -> Any:
+        if _is_key(x):
+            data = put(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        value = np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+        return jax.make_array_from_process_local_data(sharding, value, value.shape)
+
+    return jax.tree.map(put, tree)
+
+
+def _local_copy(model: Any) -> Any:
+    """The model with its (replicated) global arrays replaced by this process's first copy: an
+    ordinary one-device model, for evaluation without cross-process communication."""
+    graphdef, state = nnx.split(model)
+
+    def local(x: Any) -> Any:
+        if _is_key(x):
+            data = local(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return x.addressable_data(0) if isinstance(x, jax.Array) else x
+
+    return nnx.merge(graphdef, jax.tree.map(local, state))
+
+
+def _process_rows(sharding: NamedSharding, batch_size: int) -> slice:
+    """The rows of a global batch that this process's devices hold (a contiguous block)."""
+    where = sharding.addressable_devices_indices_map((batch_size,)).values()
+    spans = sorted({index[0].indices(batch_size)[:2] for index in where if index is not None})
+    if any(end != begin for (_, end), (begin, _) in itertools.pairwise(spans)):
+        raise ValueError(f"this process's devices hold non-contiguous parts of the batch: {spans}")
+    return slice(spans[0][0], spans[-1][1])
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    """A replicated array's value (one process's first copy), as numpy."""
+    return np.asarray(x.addressable_data(0))
+
+
 def train(
     config: TrainConfig,
     *,
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    mesh: Mesh | None = None,
 ) -> dict[str, Any] | None:
     """Train, validate every epoch, checkpoint, then evaluate on the test split.
 
     ``resume`` continues from the checkpoint in ``config.out``; ``stop_after`` ends the call
     after that many epochs (counted from the first, as an interruption would; returns None),
     so that a time-limited job can be resumed later.
+
+    ``mesh`` (e.g. :func:`data_mesh`, after :func:`initialize_distributed` in a multi-process
+    job) trains data parallel: every global batch of ``config.batch_size`` studies is split
+    over the mesh's ``"data"`` axis, each process building only its rows; the parameters and
+    optimizer state are replicated and the train step runs on the global arrays, so the
+    Jacobian and its Gram matrix are the global batch's. Each process validates and evaluates
+    a local copy of the model; only process 0 shows progress and writes results (the
+    checkpoint is written by all), and the other processes return None.
 
     Returns ``{"config", "history", "test", "train_seconds", "first_step_seconds"}`` (also in
     ``config.out``): ``train_seconds`` sums the step times except the run's first step, which
@@ -195,11 +290,26 @@ def train(
         raise ValueError(f"`backbone` must be one of {BACKBONES}; got {config.backbone!r}.")
     if len(config.task_weights) != 2 or min(config.task_weights) < 0:
         raise ValueError(f"`task_weights` must be two numbers >= 0; got {config.task_weights}.")
+    rows: slice | None = None
+    batch_sharding: NamedSharding | None = None
+    if mesh is not None:
+        devices = mesh.shape["data"]
+        if config.batch_size % devices:
+            raise ValueError(
+                f"--batch-size {config.batch_size} must be divisible by the number of devices "
+                f"({devices}): every device gets an equal part of each global batch."
+            )
+        batch_sharding = NamedSharding(mesh, P("data"))
+        rows = _process_rows(batch_sharding, config.batch_size)
+    main_process = jax.process_index() == 0
+    progress = progress and main_process
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    if main_process:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     vocab, data = load_data(config)
-    vocab.save(out / "vocab.json")
+    if main_process:
+        vocab.save(out / "vocab.json")
     steps_per_epoch = len(data["train"]) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -218,8 +328,13 @@ def train(
     )
     key = _compiled_key(config)
     tx = _cached_optimizer(key, steps_per_epoch * config.epochs)
+    if mesh is not None:
+        nnx.update(model, _replicated(nnx.state(model), mesh))
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    if mesh is not None:
+        nnx.update(optimizer, _replicated(nnx.state(optimizer), mesh))
     step_fn = make_train_step(key)
+    on_mesh = contextlib.nullcontext if mesh is None else functools.partial(jax.set_mesh, mesh)
     history: dict[str, Any] = {"steps": [], "epochs": []}
     first_epoch, train_seconds = 0, 0.0
     first_step_seconds: float | None = None
@@ -235,7 +350,11 @@ def train(
 
     for epoch in range(first_epoch, config.epochs):
         batches = data["train"].batches(
-            config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch, drop_last=True
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed * 100_003 + epoch,
+            drop_last=True,
+            rows=rows,
         )
         bar = tqdm(
             prefetch(batches),
@@ -246,8 +365,22 @@ def train(
         )
         for batch in bar:
             started = time.perf_counter()
-            losses, diag = step_fn(model, optimizer, _device(batch))
-            row = {"lm": float(losses[0]), "cls": float(losses[1])}  # float() waits for the step
+            if batch_sharding is None:
+                losses, diag = step_fn(model, optimizer, _device(batch))
+                row = {"lm": float(losses[0]), "cls": float(losses[1])}  # waits for the step
+            else:
+                arrays = {
+                    k: jax.make_array_from_process_local_data(
+                        batch_sharding, v, (config.batch_size, *v.shape[1:])
+                    )
+                    for k, v in batch.items()
+                    if k != "index"
+                }
+                with on_mesh():
+                    losses, diag = step_fn(model, optimizer, arrays)
+                diag = {k: _host(v) for k, v in diag.items()}
+                lm, cls = _host(losses).tolist()  # waits for the step
+                row = {"lm": lm, "cls": cls}
             if first_step_seconds is None:  # this process's first step compiles: kept apart
                 first_step_seconds = time.perf_counter() - started
             else:
@@ -256,9 +389,10 @@ def train(
             history["steps"].append(row)
             shown = {k: f"{row[k]:.3f}" for k in LIVE if k in row}
             bar.set_postfix(shown, refresh=False)
-        val_lm, val_cls = validation_losses(model, data["val"], config.batch_size)
+        eval_model = model if mesh is None else _local_copy(model)
+        val_lm, val_cls = validation_losses(eval_model, data["val"], config.batch_size)
         val_metrics, _ = evaluate(
-            model,
+            eval_model,
             data["val"],
             vocab,
             batch_size=config.batch_size,
@@ -273,15 +407,16 @@ def train(
                 f"CE-F1 {val_metrics['ce14_f1_micro']:.3f} BLEU-4 {val_metrics['BLEU_4']:.3f}"
             )
         state = {"model": nnx.state(model), "optimizer": nnx.state(optimizer), "epoch": epoch + 1}
-        checkpoint.save(ckpt, nnx.as_pure(state))
-        (out / "history.json").write_text(
-            json.dumps({"history": history, "train_seconds": train_seconds}) + "\n"
-        )
+        checkpoint.save(ckpt, nnx.as_pure(state))  # by every process, each its own part
+        if main_process:
+            (out / "history.json").write_text(
+                json.dumps({"history": history, "train_seconds": train_seconds}) + "\n"
+            )
         if stop_after is not None and epoch + 1 >= stop_after:
             return None
 
     test_metrics, generated = evaluate(
-        model,
+        model if mesh is None else _local_copy(model),
         data["test"],
         vocab,
         batch_size=config.batch_size,
@@ -295,6 +430,8 @@ def train(
         "train_seconds": train_seconds,
         "first_step_seconds": first_step_seconds,
     }
+    if not main_process:
+        return None
     (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
     samples = [
         {"id": i, "generated": g, "reference": r}
@@ -324,18 +461,62 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument(flag, type=kind, default=default, choices=choices.get(field.name))
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="EPOCHS",
+        help="end after this many epochs, checkpointed, without testing (continue with --resume)",
+    )
+    group = p.add_argument_group(
+        "multi-process (multi-host) data parallelism",
+        "Run the same command in every process; see docs/howto-sharding.md.",
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a jax.distributed job and train data parallel over all its devices "
+        "(--batch-size is the global batch; --out must be shared by all processes)",
+    )
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address and a free port (default: $JAX_COORDINATOR_ADDRESS, or "
+        "detected on Slurm, Open MPI and Cloud TPU)",
+    )
+    group.add_argument("--num-processes", type=int, default=None, metavar="N")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="0 .. N-1")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = vars(parser().parse_args(argv))
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The command line. Returns the result of :func:`train` (None before the end of the run,
+    with ``--stop-after``, and on processes other than 0)."""
+    p = parser()
+    args = vars(p.parse_args(argv))
     resume, progress = args.pop("resume"), not args.pop("no_progress")
+    stop_after = args.pop("stop_after")
+    distributed = args.pop("distributed")
+    launch = {k: args.pop(k) for k in ("coordinator", "num_processes", "process_id")}
+    if not distributed and any(v is not None for v in launch.values()):
+        p.error("--coordinator, --num-processes and --process-id need --distributed")
     args["task_weights"] = tuple(args["task_weights"])
     for key in ("val_limit", "test_limit"):
         args[key] = args[key] or None
-    result = train(TrainConfig(**args), resume=resume, progress=progress)
-    assert result is not None
-    print(json.dumps(result["test"], indent=1))
+    config = TrainConfig(**args)
+    if not distributed:
+        result = train(config, resume=resume, progress=progress, stop_after=stop_after)
+    else:
+        initialize_distributed(**launch)
+        try:
+            result = train(
+                config, resume=resume, progress=progress, stop_after=stop_after, mesh=data_mesh()
+            )
+        finally:
+            jax.distributed.shutdown()
+    if result is not None:
+        print(json.dumps(result["test"], indent=1))
     return result
 
 
