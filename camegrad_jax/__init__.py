@@ -11,6 +11,10 @@ from camegrad_jax._accumulate import AccumulateState, accumulate, apply_if_finit
 from camegrad_jax._gram import combine, gramian
 from camegrad_jax._jacobian import value_and_jacobian
 from camegrad_jax._logging import diagnostic_arrays, diagnostics
+from camegrad_jax._representation import (
+    RepresentationJacobian,
+    value_and_representation_jacobian,
+)
 from camegrad_jax._simplex import DualSolver
 from camegrad_jax._transform import AggregateState, aggregate, came_grad, transformation
 from camegrad_jax._weighting import Weighting
@@ -38,6 +42,7 @@ __all__ = [
     "AccumulateState",
     "AggregateState",
     "DualSolver",
+    "RepresentationJacobian",
     "Weighting",
     "accumulate",
     "aggregate",
@@ -64,5 +69,6 @@ __all__ = [
     "uncertainty",
     "upgrad",
     "value_and_jacobian",
+    "value_and_representation_jacobian",
     "weightings",
 ]

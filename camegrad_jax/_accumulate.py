@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from camegrad_jax._gram import num_tasks_of
+from camegrad_jax._representation import RepresentationJacobian
 
 Array = jax.Array
 
@@ -154,6 +155,11 @@ def accumulate(
     def update(
         updates: Any, state: AccumulateState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, AccumulateState]:
+        if isinstance(updates, RepresentationJacobian):
+            raise TypeError(
+                "`accumulate` cannot average a RepresentationJacobian: its backward pass belongs "
+                "to one micro-batch. Accumulate full Jacobians (value_and_jacobian) instead."
+            )
         num_tasks_of(updates, arg_name="updates")
         expected, expected_def = jax.tree_util.tree_flatten(state.mean_jacobian)
         got, got_def = jax.tree_util.tree_flatten(updates)
@@ -225,7 +231,9 @@ def apply_if_finite(
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.apply_if_finite`` for a chain that aggregates: skips the whole step on NaN or Inf.
 
-    When any leaf of the incoming (stacked) Jacobian is not finite, the update is zero, shaped
+    When any leaf of the incoming (stacked) Jacobian, or of a
+    [`RepresentationJacobian`][camegrad_jax.RepresentationJacobian]'s features, is not
+    finite, the update is zero, shaped
     like ``inner``'s output, and ``inner``'s state is left as it was, so Adam's moments and
     count do not move either (an aggregation alone zeroes the update but lets the optimisers
     after it step on that zero). After more than ``max_consecutive_errors`` non-finite steps
@@ -263,7 +271,10 @@ def apply_if_finite(
     def update(
         updates: Any, state: optax.ApplyIfFiniteState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, optax.ApplyIfFiniteState]:
-        leaves = jax.tree_util.tree_leaves(updates)
+        # A RepresentationJacobian is checked on its features; should its backward pass
+        # overflow, the aggregation itself zeroes the update.
+        checked = updates.features if isinstance(updates, RepresentationJacobian) else updates
+        leaves = jax.tree_util.tree_leaves(checked)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
         notfinite_count = jnp.where(finite, 0, optax.safe_increment(state.notfinite_count))
 

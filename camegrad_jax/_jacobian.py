@@ -12,7 +12,11 @@ AxisName = Hashable | tuple[Hashable, ...]
 
 
 def value_and_jacobian(
-    loss_fn: Callable[..., Any], has_aux: bool = False, *, axis_name: AxisName | None = None
+    loss_fn: Callable[..., Any],
+    has_aux: bool = False,
+    *,
+    axis_name: AxisName | None = None,
+    chunk_size: int | None = None,
 ) -> Callable[..., Any]:
     r"""Wraps ``loss_fn(params, *args)``, which returns K task losses, to return their Jacobian.
 
@@ -20,6 +24,11 @@ def value_and_jacobian(
     $e_k$, so row k of the Jacobian is $\nabla_\theta L_k$. The Jacobian has the
     structure of ``params`` with a leading axis of size K on every leaf, ready for
     [`came_grad`][camegrad_jax.came_grad] or [`aggregate`][camegrad_jax.aggregate].
+
+    The vmapped pullback holds the intermediate cotangents of all K rows at once, about K
+    times the memory of one backward pass. ``chunk_size=m`` computes the rows m at a time
+    (``jax.lax.map`` with ``batch_size=m``): peak memory of about m backward passes, the same
+    Jacobian, and a little more time since the chunks run one after another.
 
     Under ``jax.jit`` with a batch-sharded input nothing is needed: a loss that is a mean over
     the batch is a mean over the global batch, so the Jacobian already is the global one.
@@ -58,6 +67,8 @@ def value_and_jacobian(
       has_aux: whether ``loss_fn`` also returns auxiliary data.
       axis_name: inside ``shard_map``, the mesh axis (or tuple of axes) the batch is split
         over; the losses and the Jacobian are averaged over it. None (default): no averaging.
+      chunk_size: how many rows of the Jacobian are computed together (a positive Python
+        int); None (default): all K in one ``vmap``.
 
     Returns:
       A function ``(params, *args) -> (losses, jac)``, or ``((losses, aux), jac)``.
@@ -70,6 +81,11 @@ def value_and_jacobian(
       (Array([9., 5.], dtype=float32), Array([[3., 3.],
              [2., 4.]], dtype=float32))
     """
+
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"`chunk_size` must be None or a positive Python int; got {chunk_size!r}.")
 
     def wrapped(params: Any, *args: Any) -> Any:
         def of_params(p: Any) -> Any:
@@ -95,7 +111,10 @@ def value_and_jacobian(
             basis = basis / jax.lax.axis_size(summed)
         if varying:
             basis = jax.lax.pcast(basis, tuple(varying), to="varying")
-        (jac,) = jax.vmap(pullback)(basis)
+        if chunk_size is None or chunk_size >= shape[0]:
+            (jac,) = jax.vmap(pullback)(basis)
+        else:
+            (jac,) = jax.lax.map(pullback, basis, batch_size=chunk_size)
         if averaged:
             losses = jax.lax.pmean(losses, averaged)
             rest = tuple(a for a in averaged if a not in summed)

@@ -15,6 +15,7 @@ from camegrad_jax._came import came
 from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
 from camegrad_jax._gram import combine_leaf, gram_dtype, gramian, num_tasks_of
 from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
+from camegrad_jax._representation import RepresentationJacobian
 from camegrad_jax._simplex import DualSolver
 from camegrad_jax._weighting import Weighting
 
@@ -36,6 +37,10 @@ class AggregateState(NamedTuple):
     skipped_steps: Array
 
 
+def _all_finite(tree: Any) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
 def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
     r"""The Gram matrix of $J/s$, the scale $s$ and a finiteness flag.
 
@@ -53,7 +58,7 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
 
     def rescaled() -> tuple[Array, Array, Array]:
         leaves = [leaf.astype(dtype) for leaf in jax.tree_util.tree_leaves(jac)]
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+        finite = _all_finite(leaves)
         scale = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
         scale = jnp.where(finite & (scale > 0.0), scale, 1.0)
         return gramian([leaf / scale for leaf in leaves]), scale, finite
@@ -74,7 +79,10 @@ def aggregate(
     ``(K, ...)`` leaves, e.g. from [`value_and_jacobian`][camegrad_jax.value_and_jacobian]),
     computes the Gram matrix, asks the weighting for coefficients $c$ and returns $J^\top c$,
     shaped like one task's gradient. It changes the leaves' shape, so it must come first in an
-    ``optax.chain``.
+    ``optax.chain``. It also takes a
+    [`RepresentationJacobian`][camegrad_jax.RepresentationJacobian] (shared-representation
+    mode): the Gram matrix of the features' Jacobian, then one backward pass of
+    $\sum_k c_k L_k$.
 
     With ``groups``, each parameter group gets its own Gram matrix, coefficients and weighting
     state (GradVac's "all_layer" mode, TorchJD's per-block aggregation); the weighting runs
@@ -137,7 +145,14 @@ def aggregate(
         updates: Any, state: AggregateState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, AggregateState]:
         del params
-        k = num_tasks_of(updates, arg_name="updates")
+        representation = isinstance(updates, RepresentationJacobian)
+        if representation and groups is not None:
+            raise ValueError(
+                "`groups` needs the parameters' Jacobian; a RepresentationJacobian has one Gram "
+                "matrix (of the shared features) only. Drop `groups` or use value_and_jacobian."
+            )
+        jac = updates.features if representation else updates
+        k = num_tasks_of(jac, arg_name="updates.features" if representation else "updates")
         expected = state.coefficients.shape[-1]
         if k != expected or (declared is not None and k != declared):
             raise ValueError(
@@ -145,8 +160,8 @@ def aggregate(
                 f"initialised for {expected}. The aggregation must be the first transformation of "
                 "the chain and receive the stacked Jacobian (leaves of shape (K, ...))."
             )
-        leaves, treedef = jax.tree_util.tree_flatten(updates)
-        labels, num_groups = leaf_groups(parameter_shapes(updates, stacked=True), groups)
+        leaves, treedef = jax.tree_util.tree_flatten(jac)
+        labels, num_groups = leaf_groups(parameter_shapes(jac, stacked=True), groups)
         members = [
             [x for x, g in zip(leaves, labels, strict=True) if g == i] for i in range(num_groups)
         ]
@@ -166,15 +181,25 @@ def aggregate(
                 jnp.stack(grams), jnp.stack(scales), state.weighting_state
             )
             group_coeffs = coeffs
-        group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(updates))
-        direction = [
-            jnp.where(finite, combine_leaf(leaf, group_coeffs[g]), jnp.zeros_like(leaf[0]))
-            for leaf, g in zip(leaves, labels, strict=True)
-        ]
+        group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(jac))
+        if representation:
+            # One backward pass of sum_k c_k L_k; the encoder can overflow where the features'
+            # Jacobian did not, so the direction is checked too.
+            direction_tree = updates.backward(group_coeffs[0])
+            finite = finite & _all_finite(direction_tree)
+            direction_tree = jax.tree_util.tree_map(
+                lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction_tree
+            )
+        else:
+            direction = [
+                jnp.where(finite, combine_leaf(leaf, group_coeffs[g]), jnp.zeros_like(leaf[0]))
+                for leaf, g in zip(leaves, labels, strict=True)
+            ]
+            direction_tree = jax.tree_util.tree_unflatten(treedef, direction)
         weighting_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(finite, new, old), new_state, state.weighting_state
         )
-        return jax.tree_util.tree_unflatten(treedef, direction), AggregateState(
+        return direction_tree, AggregateState(
             weighting_state=weighting_state,
             coefficients=jnp.where(finite, coeffs, state.coefficients).astype(jnp.float32),
             skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),

@@ -168,3 +168,37 @@ def test_non_vector_losses_raise(reduce, shape):
     aux_fn = cg.value_and_jacobian(lambda p, x: (reduce(simple_losses(p, x)), None), has_aux=True)
     with pytest.raises(ValueError, match=msg):
         aux_fn(params, x)
+
+
+chunked_jits = {
+    size: jax.jit(cg.value_and_jacobian(task_losses, chunk_size=size)) for size in (1, 2, 3)
+}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3], ids=["rows", "remainder", "all"])
+def test_chunked_jacobian_equals_vmapped(chunk_size):
+    """Chunks of 1, of 2 (K = 3: a remainder of 1) and of K give the vmapped Jacobian."""
+    params = make_params()
+    x, y = make_batch()
+    losses, jac = chunked_jits[chunk_size](params, x, y)
+    expected_losses, expected = jacobian_jit(params, x, y)
+    np.testing.assert_allclose(np.asarray(losses), np.asarray(expected_losses), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(jac), jax.tree.leaves(expected), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def test_chunked_jacobian_runs_the_rows_one_chunk_at_a_time():
+    """With chunks the pullback runs inside a loop (lax.map), not as one vmapped batch."""
+    params = make_params()
+    x, y = make_batch()
+    vmapped = str(jax.make_jaxpr(cg.value_and_jacobian(task_losses))(params, x, y))
+    chunked = str(jax.make_jaxpr(cg.value_and_jacobian(task_losses, chunk_size=1))(params, x, y))
+    assert "scan" not in vmapped
+    assert "scan" in chunked
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 1.5, True])
+def test_bad_chunk_size_raises(chunk_size):
+    with pytest.raises(ValueError, match="`chunk_size` must be None or a positive Python int"):
+        cg.value_and_jacobian(task_losses, chunk_size=chunk_size)
