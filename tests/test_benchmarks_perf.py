@@ -1,0 +1,147 @@
+"""Fast checks of the timing benchmarks (``benchmarks/aggregators.py``, ``benchmarks/scaling.py``).
+
+Each script runs its smallest configuration (K = 2, a few hundred parameters, a very short
+timing budget) through its ``main``; the JSON it writes must be well formed. The timings
+themselves are not checked, only that they are finite and positive.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import jax
+import pytest
+
+import camegrad_jax as cg
+from benchmarks import _timing as timing
+from benchmarks import aggregators, scaling
+
+HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
+
+
+@pytest.mark.parametrize("p", [3, 4, 10, 100, 255, 256, 1000, 12_345, 100_000, 10_000_000])
+def test_leaf_shapes_sum_to_p(p):
+    shapes = timing.leaf_shapes(p)
+    assert list(shapes) == ["kernel", "vector", "bias"]
+    assert all(math.prod(shape) >= 1 for shape in shapes.values())
+    assert sum(math.prod(shape) for shape in shapes.values()) == p
+    assert len(shapes["kernel"]) == 2
+
+
+@pytest.mark.parametrize(("k", "p"), [(1, 3), (2, 300), (4, 1000)])
+def test_make_jacobian_has_k_tasks_and_p_parameters(k, p):
+    jac = timing.make_jacobian(k, p)
+    assert timing.jacobian_size(jac) == (k, p)
+    assert all(leaf.shape[0] == k and leaf.dtype == jax.numpy.float32 for leaf in jac.values())
+    matrix = timing.jacobian_matrix(jac)
+    assert matrix.shape == (k, p)
+    assert (matrix != 0).all(axis=1).any()
+    if k >= 2:  # tasks 0 and 1 share a direction with opposite signs: they conflict
+        assert float(matrix[0] @ matrix[1]) < 0
+
+
+def test_make_jacobian_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="P must be"):
+        timing.make_jacobian(2, 2)
+    with pytest.raises(ValueError, match="K must be"):
+        timing.make_jacobian(0, 10)
+
+
+def test_interleaved_times_records_errors():
+    def broken():
+        raise RuntimeError("no solver")
+
+    times = timing.interleaved_times({"ok": lambda: 1.0, "broken": broken}, budget_s=0.0)
+    assert times["broken"] == {"error": "RuntimeError: no solver"}
+    assert times["ok"]["repeats"] == 5 and times["ok"]["median_ms"] >= 0
+
+
+def test_every_transformation_is_benchmarked():
+    gram_transformations = {
+        "came_grad", "mgda", "upgrad", "dualproj", "cagrad", "pcgrad", "gradvac",
+        "nash_mtl", "fairgrad", "imtl_g", "aligned_mtl", "config", "rlw",
+    }  # fmt: skip
+    assert all(hasattr(cg, name) for name in gram_transformations)
+    assert set(aggregators.METHODS) == gram_transformations | {"mean"}
+    assert set(aggregators.TORCHJD) == set(aggregators.METHODS) - {"came_grad"}
+    assert set(aggregators.HOST_SOLVED) <= set(aggregators.TORCHJD)
+
+
+def _positive(entry):
+    return all(math.isfinite(entry[key]) and entry[key] > 0 for key in ("median_ms", "min_ms"))
+
+
+def _check_aggregators(payload, path, methods, torch):
+    assert json.loads(path.read_text()) == json.loads(json.dumps(payload))
+    assert set(payload) >= {"meta", "rows", "baselines", "targets"}
+    assert [row["method"] for row in payload["rows"]] == methods
+    for row in payload["rows"]:
+        assert (row["k"], row["p"]) == (2, 300)
+        assert _positive(row["update"]) and _positive(row["weigh"])
+        assert row["ratio_to_sum"] > 0 and row["solve_share"] > 0
+        if torch and row["method"] != "came_grad":
+            assert _positive(row["torchjd"]) and row["ours_over_torchjd"] > 0
+        else:
+            assert "torchjd" not in row
+    assert _positive(payload["baselines"][0]["sum"])
+    assert _positive(payload["baselines"][0]["sum_reduce"])
+    assert len(payload["targets"]) == (sum(m != "came_grad" for m in methods) if torch else 0)
+
+
+def test_aggregators_smallest_run(tmp_path):
+    """Two cheap methods at K = 2, P = 300, without TorchJD and plots."""
+    methods = ["mean", "mgda"]
+    out = tmp_path / "aggregators.json"
+    argv = ["--ks", "2", "--ps", "300", "--methods", *methods, "--budget", "0.01"]
+    payload = aggregators.main([*argv, "--out", str(out), "--no-torch", "--no-plot"])
+    _check_aggregators(payload, out, methods, False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TORCHJD, reason="TorchJD not installed (the `bench` extra)")
+def test_aggregators_against_torchjd(tmp_path):
+    """Against TorchJD (importing torch takes seconds), with both plots."""
+    methods = ["came_grad", "mean", "mgda"]
+    out = tmp_path / "aggregators.json"
+    argv = ["--ks", "2", "--ps", "300", "--methods", *methods, "--budget", "0.01"]
+    payload = aggregators.main([*argv, "--out", str(out), "--torch-ks", "2", "--torch-ps", "300"])
+    _check_aggregators(payload, out, methods, True)
+    assert payload["meta"]["torchjd"]["torchjd"] == "0.18.0"
+    assert len(payload["plots"]) == 2
+    assert all(path.endswith(".png") for path in payload["plots"])
+
+
+@pytest.mark.slow
+def test_aggregators_every_method(tmp_path):
+    """Every weighting at K = 2, P = 300, without TorchJD (about a minute: 28 compilations)."""
+    out = tmp_path / "aggregators.json"
+    argv = ["--ks", "2", "--ps", "300", "--budget", "0.01", "--no-torch", "--no-plot"]
+    payload = aggregators.main([*argv, "--out", str(out)])
+    _check_aggregators(payload, out, list(aggregators.METHODS), False)
+
+
+def test_scaling_smallest_run(tmp_path):
+    out = tmp_path / "scaling.json"
+    argv = ["--ks", "2", "--k-p", "300", "--ps", "300", "--p-k", "2"]  # one point, shared
+    argv += ["--methods", "came_grad", "--budget", "0.01", "--out", str(out)]
+    payload = scaling.main(argv)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    assert set(payload) >= {"meta", "vs_k", "vs_p", "targets", "plot"}
+    assert [pt["k"] for pt in payload["vs_k"]["points"]] == [2]
+    assert payload["vs_p"]["points"] == payload["vs_k"]["points"]
+    for point in payload["vs_k"]["points"] + payload["vs_p"]["points"]:
+        assert set(point["times"]) == {"came_grad", *scaling.PARTS}
+        assert all(_positive(entry) for entry in point["times"].values())
+        assert point["solve_share"] > 0
+    assert payload["vs_k"]["slopes"] == payload["vs_p"]["slopes"] == {}  # one point: no fit
+    assert payload["targets"]["slope_in_p"]["met"] is None  # no P >= 1e5 here
+    assert payload["targets"]["solve_share"]["met"] is None  # no P = 1e6 here
+    assert payload["plot"].endswith(".png")
+
+
+def test_scaling_fits_slopes():
+    points = [{"k": 2, "p": p, "times": {"a": {"median_ms": 1e-3 * p}}} for p in (1e4, 1e5, 1e6)]
+    assert scaling.fit(points, "p", ["a"], 100_000) == pytest.approx({"a": 1.0})
+    assert timing.fit_slope([1, 10, 100], [3, 30, 300]) == pytest.approx(1.0)
