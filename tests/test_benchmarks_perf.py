@@ -16,7 +16,7 @@ import pytest
 
 import camegrad_jax as cg
 from benchmarks import _timing as timing
-from benchmarks import aggregators, scaling
+from benchmarks import aggregators, scaling, train_step
 
 HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
 
@@ -145,3 +145,17 @@ def test_scaling_fits_slopes():
     points = [{"k": 2, "p": p, "times": {"a": {"median_ms": 1e-3 * p}}} for p in (1e4, 1e5, 1e6)]
     assert scaling.fit(points, "p", ["a"], 100_000) == pytest.approx({"a": 1.0})
     assert timing.fit_slope([1, 10, 100], [3, 30, 300]) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_train_step_quick_run_is_well_formed(tmp_path):
+    """The RRG train-step benchmark at its CI size: every method timed, memory estimated."""
+    out = tmp_path / "train_step.json"
+    payload = train_step.main(["--quick", "--budget", "0.05", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    rows = {row["method"]: row for row in payload["rows"]}
+    assert set(rows) == set(train_step.METHODS)
+    for row in rows.values():
+        assert _positive(row) and row["memory_bytes"] > 0
+    assert rows["ls"]["over_ls"] == pytest.approx(1.0)
+    assert rows["jacobian_sum"]["over_jacobian_sum"] == pytest.approx(1.0)

@@ -358,9 +358,18 @@ class RRGModel(nnx.Module):
 
     def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(B, V, H, W, 1)`` -> visual tokens ``(B, V·N, d)``, ``cls_logits`` ``(B, 14, 4)``."""
+        return self.read_features(self.features(images))
+
+    def features(self, images: jax.Array) -> jax.Array:
+        """The shared representation: the encoder's tokens of every view, ``(B, V, N, d)``."""
         b, v = images.shape[:2]
         feats = self.encoder(images.reshape(b * v, *images.shape[2:]))
-        feats = feats.reshape(b, v, *feats.shape[1:]) + self.view_embed[:v][None, :, None]
+        return feats.reshape(b, v, *feats.shape[1:])
+
+    def read_features(self, feats: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(B, V, N, d)`` features -> visual tokens and ``cls_logits`` (see :meth:`encode`)."""
+        b, v = feats.shape[:2]
+        feats = feats + self.view_embed[:v][None, :, None]
         visual = feats.reshape(b, -1, feats.shape[-1])
         flat = self.cls_norm(feats).reshape(b, v, -1)  # (B, V, N·d)
         cls = jnp.einsum("bvf,vfo->bo", flat, self.cls_head[:v]) + self.cls_bias[...][None]

@@ -56,9 +56,14 @@ def example_losses(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Per study: summed token cross-entropy, target token count, mean classification
     cross-entropy over the 14 observations (all ``(B,)``), and the classification logits."""
-    tokens = batch["tokens"]
-    lm_logits, cls_logits = model(batch["images"], tokens[:, :-1])
-    targets = tokens[:, 1:]
+    return losses_of_logits(*model(batch["images"], batch["tokens"][:, :-1]), batch)
+
+
+def losses_of_logits(
+    lm_logits: jax.Array, cls_logits: jax.Array, batch: Mapping[str, jax.Array]
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """:func:`example_losses` from the model's outputs."""
+    targets = batch["tokens"][:, 1:]
     mask = (targets != PAD_ID).astype(jnp.float32)
     token_ce = optax.softmax_cross_entropy_with_integer_labels(lm_logits, targets)
     cls_ce = optax.softmax_cross_entropy_with_integer_labels(cls_logits, batch["labels"])
@@ -67,7 +72,22 @@ def example_losses(
 
 def task_losses(model: Any, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, Any]]:
     """``(L_lm, L_cls)`` of a batch (teacher forcing), and the classification logits as aux."""
-    lm_sum, count, cls, cls_logits = example_losses(model, batch)
+    return _mean_losses(*example_losses(model, batch))
+
+
+def feature_losses(
+    model: Any, feats: jax.Array, batch: Mapping[str, jax.Array]
+) -> tuple[jax.Array, dict[str, Any]]:
+    """:func:`task_losses` from the shared features ``model.features(images)``: the heads of
+    the shared-representation mode (classification head and report decoder)."""
+    visual, cls_logits = model.read_features(feats)
+    lm_logits = model.decoder(visual, batch["tokens"][:, :-1])
+    return _mean_losses(*losses_of_logits(lm_logits, cls_logits, batch))
+
+
+def _mean_losses(
+    lm_sum: jax.Array, count: jax.Array, cls: jax.Array, cls_logits: jax.Array
+) -> tuple[jax.Array, dict[str, Any]]:
     lm = jnp.sum(lm_sum) / jnp.maximum(jnp.sum(count), 1.0)
     return jnp.stack([lm, jnp.mean(cls)]), {"cls_logits": cls_logits}
 

@@ -1,0 +1,186 @@
+"""Step time and memory of the RRG demo model's train step, one way of getting gradients each.
+
+The model is the RRG demo's CNN-Transformer at its default size (``examples.rrg``: 64×64
+images, two views, ``d_model`` 64, two layers) on a random batch of the demo's size, with two
+tasks (report cross-entropy and 14-observation classification, weights (1, 4)), AdamW after
+the aggregation. Five steps are timed round-robin in one run:
+
+* ``ls``: one backward pass of $\\lambda^\\top L$ (plain linear scalarisation);
+* ``jacobian_sum``: the full Jacobian (one forward, K vmapped backward passes), then
+  $\\sum_k \\lambda_k J_k$ with no Gram matrix;
+* ``jacobian_came``: the full Jacobian, then CAME-Grad;
+* ``chunked_came``: the same with the Jacobian's rows one at a time (``chunk_size=1``);
+* ``representation_came``: shared-representation mode: the Gram matrix of the losses'
+  gradients with respect to the encoder's features, then one backward pass.
+
+Reported: the median step time, its ratio to ``ls`` and to ``jacobian_sum``, the ideal
+$(1 + 2K)/3$ for the full Jacobian, and XLA's compiled memory estimate (temporary buffers plus
+outputs, ``compiled.memory_analysis()``), the step's peak working memory beyond its inputs.
+Run::
+
+    python -m benchmarks.train_step [--quick] [--out outputs/benchmarks/train_step.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import camegrad_jax as cg
+from benchmarks._timing import interleaved_times, machine, write_json
+from camegrad_jax import nnx as cgnnx
+from examples.rrg.models import build_model
+from examples.rrg.objectives import feature_losses, scalarised, task_losses
+from examples.rrg.observations import NUM_CLASSES, NUM_OBSERVATIONS
+
+TASK_WEIGHTS = (1.0, 4.0)
+METHODS = ("ls", "jacobian_sum", "jacobian_came", "chunked_came", "representation_came")
+
+
+def make_batch(batch_size: int, image_size: int, seq_len: int, vocab: int) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    return {
+        "images": jnp.asarray(rng.random((batch_size, 2, image_size, image_size, 1)), jnp.float32),
+        "tokens": jnp.asarray(rng.integers(4, vocab, (batch_size, seq_len)), jnp.int32),
+        "labels": jnp.asarray(
+            rng.integers(0, NUM_CLASSES, (batch_size, NUM_OBSERVATIONS)), jnp.int32
+        ),
+    }
+
+
+def weighted_sum() -> optax.GradientTransformation:
+    """$\\sum_k \\lambda_k J_k$ leaf by leaf: the cheapest use of a full Jacobian."""
+    weights = jnp.asarray(TASK_WEIGHTS, jnp.float32)
+
+    def update(jac: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        del params
+        return jax.tree.map(lambda leaf: jnp.tensordot(weights, leaf, axes=1), jac), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def encoder(model: Any, batch: dict) -> jax.Array:
+    return model.features(batch["images"])
+
+
+def gradients(method: str) -> Callable[[Any, dict], Any]:
+    """``(model, batch) -> gradient-like input of the optimizer`` for one method."""
+    if method == "ls":
+        grad = nnx.grad(scalarised(TASK_WEIGHTS), has_aux=True)
+        return lambda model, batch: grad(model, batch)[0]
+    if method == "representation_came":
+        rep = cgnnx.value_and_representation_jacobian(encoder, feature_losses, has_aux=True)
+        return lambda model, batch: rep(model, batch)[1]
+    chunk = 1 if method == "chunked_came" else None
+    jac = cgnnx.value_and_jacobian(task_losses, has_aux=True, chunk_size=chunk)
+    return lambda model, batch: jac(model, batch)[1]
+
+
+def transformation(method: str) -> optax.GradientTransformation:
+    adamw = optax.adamw(1e-3, weight_decay=0.05)
+    if method == "ls":
+        return adamw
+    if method == "jacobian_sum":
+        return optax.chain(weighted_sum(), adamw)
+    return optax.chain(cg.came_grad(task_weights=jnp.asarray(TASK_WEIGHTS)), adamw)
+
+
+def make_step(method: str, size: dict[str, int]) -> tuple[Callable[[], Any], int]:
+    """A zero-argument jitted step and XLA's memory estimate of it, in bytes."""
+    model = build_model(
+        "cnn_transformer",
+        vocab_size=size["vocab"],
+        image_size=size["image_size"],
+        d_model=size["d_model"],
+        num_layers=size["num_layers"],
+        rngs=nnx.Rngs(0),
+    )
+    optimizer = nnx.Optimizer(model, transformation(method), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
+    grads_of = gradients(method)
+
+    @jax.jit
+    def step(state: Any, batch: dict) -> Any:
+        model, optimizer = nnx.merge(graphdef, state)
+        cgnnx.update(optimizer, model, grads_of(model, batch))
+        return nnx.state((model, optimizer))
+
+    batch = make_batch(size["batch_size"], size["image_size"], size["seq_len"], size["vocab"])
+    memory = step.lower(state, batch).compile().memory_analysis()
+    used = int(memory.temp_size_in_bytes + memory.output_size_in_bytes) if memory else -1
+    return (lambda: step(state, batch)), used
+
+
+SIZES = {
+    "default": {
+        "batch_size": 16,
+        "image_size": 64,
+        "seq_len": 40,
+        "vocab": 120,
+        "d_model": 64,
+        "num_layers": 2,
+    },
+    "quick": {
+        "batch_size": 4,
+        "image_size": 32,
+        "seq_len": 12,
+        "vocab": 40,
+        "d_model": 32,
+        "num_layers": 1,
+    },
+}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny model, for CI")
+    parser.add_argument("--out", default="outputs/benchmarks/train_step.json")
+    parser.add_argument("--budget", type=float, default=None, help="timing seconds (all steps)")
+    args = parser.parse_args(argv)
+    size = SIZES["quick" if args.quick else "default"]
+    steps, memory = {}, {}
+    for method in METHODS:
+        steps[method], memory[method] = make_step(method, size)
+    budget = args.budget if args.budget is not None else (1.0 if args.quick else 30.0)
+    times = interleaved_times(steps, budget_s=budget)
+    ls, summed = times["ls"]["median_ms"], times["jacobian_sum"]["median_ms"]
+    num_tasks = len(TASK_WEIGHTS)
+    rows = []
+    print(f"{'method':22s} {'ms':>9s} {'× ls':>7s} {'× jac+sum':>9s} {'MiB':>8s} {'× jac+sum':>9s}")
+    for method in METHODS:
+        ms = times[method]["median_ms"]
+        row = {
+            "method": method,
+            "median_ms": ms,
+            "over_ls": ms / ls,
+            "over_jacobian_sum": ms / summed,
+            "memory_bytes": memory[method],
+            "memory_over_jacobian_sum": memory[method] / memory["jacobian_sum"],
+            **{k: v for k, v in times[method].items() if k != "median_ms"},
+        }
+        rows.append(row)
+        print(
+            f"{method:22s} {ms:9.2f} {row['over_ls']:7.2f} {row['over_jacobian_sum']:9.2f} "
+            f"{memory[method] / 2**20:8.2f} {row['memory_over_jacobian_sum']:9.2f}"
+        )
+    ideal = (1 + 2 * num_tasks) / 3
+    print(f"full Jacobian + sum: {summed / ls:.2f} × ls (ideal (1 + 2K)/3 = {ideal:.2f})")
+    payload = {
+        "meta": {**machine(), "size": size, "quick": args.quick, "task_weights": TASK_WEIGHTS},
+        "rows": rows,
+        "ideal_jacobian_over_ls": ideal,
+    }
+    write_json(Path(args.out), payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
