@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from camegrad_jax._gram import num_tasks_of
+from camegrad_jax._gram import all_finite, num_tasks_of
 from camegrad_jax._representation import RepresentationJacobian
 
 Array = jax.Array
@@ -274,8 +274,7 @@ def apply_if_finite(
         # A RepresentationJacobian is checked on its features; should its backward pass
         # overflow, the aggregation itself zeroes the update.
         checked = updates.features if isinstance(updates, RepresentationJacobian) else updates
-        leaves = jax.tree_util.tree_leaves(checked)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+        finite = all_finite(checked)
         notfinite_count = jnp.where(finite, 0, optax.safe_increment(state.notfinite_count))
 
         def apply() -> tuple[Any, Any]:

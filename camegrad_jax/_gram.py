@@ -67,6 +67,11 @@ def num_tasks_of(jac: PyTree, *, arg_name: str = "jac") -> int:
     return int(first)
 
 
+def all_finite(tree: PyTree) -> Array:
+    """Whether every element of every leaf of ``tree`` is finite (a scalar bool array)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
 def gram_dtype(jac: PyTree) -> jnp.dtype:
     """The Gram matrix's dtype: the widest leaf dtype, and never narrower than float32."""
     return jnp.result_type(jnp.float32, *jax.tree_util.tree_leaves(jac))

@@ -13,7 +13,7 @@ import optax
 
 from camegrad_jax._came import came
 from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
-from camegrad_jax._gram import combine_leaf, gram_dtype, gramian, num_tasks_of
+from camegrad_jax._gram import all_finite, combine_leaf, gram_dtype, gramian, num_tasks_of
 from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
 from camegrad_jax._representation import RepresentationJacobian
 from camegrad_jax._simplex import DualSolver
@@ -37,10 +37,6 @@ class AggregateState(NamedTuple):
     skipped_steps: Array
 
 
-def _all_finite(tree: Any) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-
 def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
     r"""The Gram matrix of $J/s$, the scale $s$ and a finiteness flag.
 
@@ -58,7 +54,7 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
 
     def rescaled() -> tuple[Array, Array, Array]:
         leaves = [leaf.astype(dtype) for leaf in jax.tree_util.tree_leaves(jac)]
-        finite = _all_finite(leaves)
+        finite = all_finite(leaves)
         scale = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
         scale = jnp.where(finite & (scale > 0.0), scale, 1.0)
         return gramian([leaf / scale for leaf in leaves]), scale, finite
@@ -186,7 +182,7 @@ def aggregate(
             # One backward pass of sum_k c_k L_k; the encoder can overflow where the features'
             # Jacobian did not, so the direction is checked too.
             direction_tree = updates.backward(group_coeffs[0])
-            finite = finite & _all_finite(direction_tree)
+            finite = finite & all_finite(direction_tree)
             direction_tree = jax.tree_util.tree_map(
                 lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction_tree
             )

@@ -209,8 +209,21 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
-def _is_key(x: Any) -> bool:
-    return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+def _through_keys(fn: Any) -> Any:
+    """``fn`` for arrays that also maps typed PRNG keys, through their raw key data."""
+
+    def apply(x: Any) -> Any:
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = fn(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return fn(x)
+
+    return apply
+
+
+def _first_copy(x: Any) -> Any:
+    """This process's first copy of a (replicated) global array; other values unchanged."""
+    return x.addressable_data(0) if isinstance(x, jax.Array) else x
 
 
 def _replicated(tree: Any, mesh: Mesh) -> Any:
@@ -218,28 +231,18 @@ def _replicated(tree: Any, mesh: Mesh) -> Any:
     over ``mesh``; typed PRNG keys stay keys."""
     sharding = NamedSharding(mesh, P())
 
-    def put(x: Any) -> Any:
-        if _is_key(x):
-            data = put(jax.random.key_data(x))
-            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-        value = np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+    def put(x: Any) -> jax.Array:
+        value = np.asarray(_first_copy(x))
         return jax.make_array_from_process_local_data(sharding, value, value.shape)
 
-    return jax.tree.map(put, tree)
+    return jax.tree.map(_through_keys(put), tree)
 
 
 def _local_copy(model: Any) -> Any:
     """The model with its (replicated) global arrays replaced by this process's first copy: an
     ordinary one-device model, for evaluation without cross-process communication."""
     graphdef, state = nnx.split(model)
-
-    def local(x: Any) -> Any:
-        if _is_key(x):
-            data = local(jax.random.key_data(x))
-            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
-        return x.addressable_data(0) if isinstance(x, jax.Array) else x
-
-    return nnx.merge(graphdef, jax.tree.map(local, state))
+    return nnx.merge(graphdef, jax.tree.map(_through_keys(_first_copy), state))
 
 
 def _process_rows(sharding: NamedSharding, batch_size: int) -> slice:
@@ -253,7 +256,7 @@ def _process_rows(sharding: NamedSharding, batch_size: int) -> slice:
 
 def _host(x: jax.Array) -> np.ndarray:
     """A replicated array's value (one process's first copy), as numpy."""
-    return np.asarray(x.addressable_data(0))
+    return np.asarray(_first_copy(x))
 
 
 def train(
