@@ -157,5 +157,6 @@ def test_train_step_quick_run_is_well_formed(tmp_path):
     assert set(rows) == set(train_step.METHODS)
     for row in rows.values():
         assert _positive(row) and row["memory_bytes"] > 0
-    assert rows["ls"]["over_ls"] == pytest.approx(1.0)
-    assert rows["jacobian_sum"]["over_jacobian_sum"] == pytest.approx(1.0)
+    ls_ms = rows["ls"]["median_ms"]
+    for row in rows.values():  # the ratios are to the LS step measured in the same run
+        assert row["over_ls"] == pytest.approx(row["median_ms"] / ls_ms)
