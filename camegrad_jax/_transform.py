@@ -161,10 +161,17 @@ def aggregate(
         members = [
             [x for x, g in zip(leaves, labels, strict=True) if g == i] for i in range(num_groups)
         ]
-        grams, scales, finite_groups = zip(
-            *[_robust_gramian(group) for group in members], strict=True
-        )
-        finite = jnp.all(jnp.stack(finite_groups))
+        if weighting.uses_gram:
+            grams, scales, finite_groups = zip(
+                *[_robust_gramian(group) for group in members], strict=True
+            )
+            finite = jnp.all(jnp.stack(finite_groups))
+        else:
+            # Coefficients blind to J: no Gram matrix; a NaN or Inf in J shows in J^T c.
+            dtype = gram_dtype(jac)
+            grams = (jnp.zeros((k, k), dtype),) * num_groups
+            scales = (jnp.ones((), dtype),) * num_groups
+            finite = jnp.array(True)
 
         def weigh(gram: Array, scale: Array, weighting_state: Any) -> tuple[Array, Any]:
             return weighting.weigh(gram, weighting_state, jacobian_scale=scale, **extra_args)
@@ -188,9 +195,11 @@ def aggregate(
             )
         else:
             direction = [
-                jnp.where(finite, combine_leaf(leaf, group_coeffs[g]), jnp.zeros_like(leaf[0]))
-                for leaf, g in zip(leaves, labels, strict=True)
+                combine_leaf(leaf, group_coeffs[g]) for leaf, g in zip(leaves, labels, strict=True)
             ]
+            if not weighting.uses_gram:
+                finite = finite & all_finite(direction)
+            direction = [jnp.where(finite, d, jnp.zeros_like(d)) for d in direction]
             direction_tree = jax.tree_util.tree_unflatten(treedef, direction)
         weighting_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(finite, new, old), new_state, state.weighting_state

@@ -31,7 +31,14 @@ class Weighting(NamedTuple):
     $s$: the Gram matrix it passes is that of $J/s$ ($s = 1$ unless float32 would overflow
     or underflow), which only weightings that are not scale invariant need. Diagnostics live
     in the state, so ``optax.tree.get`` reads them.
+
+    ``uses_gram=False`` declares that the coefficients never depend on the Gram matrix's
+    values (fixed, random or loss-based weightings): [`aggregate`][camegrad_jax.aggregate]
+    then skips the $O(K^2 n)$ contraction, passes a zero matrix of the right shape and dtype,
+    and finds a NaN or Inf in $J$ from the update $J^\top c$ instead, so the step costs one
+    pass over $J$, like a summed loss.
     """
 
     init: WeightingInitFn
     weigh: WeightingWeighFn
+    uses_gram: bool = True

@@ -255,6 +255,23 @@ def test_non_finite_jacobian_with_finite_gram_entries():
     assert int(optax.tree.get(state, "skipped_steps")) == 1
 
 
+@pytest.mark.parametrize(
+    "weighting",
+    [cg.weightings.linear(jnp.array([1.0, 0.0, 2.0])), cg.weightings.random(seed=3)],
+    ids=["linear-zero-weight", "rlw"],
+)
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_gram_free_weightings_skip_non_finite_steps(weighting, value):
+    """Without a Gram matrix the NaN/Inf is found in J^T c, even under a zero coefficient."""
+    assert not weighting.uses_gram
+    tx = cg.aggregate(weighting, num_tasks=3)
+    state0 = init_state(tx)
+    update, state = jax.jit(tx.update)(poisoned(make_jac(3), value), state0)
+    assert all(not np.any(np.asarray(u)) for u in jax.tree.leaves(update))
+    assert int(optax.tree.get(state, "skipped_steps")) == 1
+    assert_trees_equal(state._replace(skipped_steps=state0.skipped_steps), state0)
+
+
 # --- diagnostics in a chained state ---------------------------------------------------------
 
 CHAIN = optax.chain(cg.came_grad(num_tasks=2), optax.adamw(1e-3))

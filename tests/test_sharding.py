@@ -196,6 +196,38 @@ def test_sharded_jit_matches_one_device_three_tasks():
     assert all(v < RTOL for v in worst.values()), worst
 
 
+@pytest.mark.parametrize("axis_type", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"])
+def test_aggregation_gathers_no_sharded_leaf(axis_type):
+    """Leaves sharded on their first or last trailing axis are reduced where they lie.
+
+    Viewing a (K, a, b) leaf as (K, a·b) is free when only ``a`` is sharded (or nothing is),
+    but would make the compiler gather a leaf sharded on ``b``: only the K×K partial Gram
+    matrices and norms may cross devices (all-reduce), never a leaf.
+    """
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
+    rng = np.random.default_rng(0)
+    jac = {
+        "minor": jax.device_put(
+            jnp.asarray(rng.standard_normal((2, 6, 16)), jnp.float32),
+            NamedSharding(mesh, P(None, None, "model")),
+        ),
+        "major": jax.device_put(
+            jnp.asarray(rng.standard_normal((2, 16, 6)), jnp.float32),
+            NamedSharding(mesh, P(None, "model", None)),
+        ),
+    }
+    tx = cg.came_grad(num_tasks=2)
+    compiled = jax.jit(tx.update).lower(jac, tx.init(None)).compile()
+    hlo = compiled.as_text()
+    assert "all-reduce" in hlo  # the partial Gram matrices
+    for collective in ("all-gather", "all-to-all", "collective-permute"):
+        assert collective not in hlo, collective
+    update, _ = compiled(jac, tx.init(None))
+    for name in jac:
+        expected = NamedSharding(mesh, P(*jac[name].sharding.spec[1:]))
+        assert update[name].sharding.is_equivalent_to(expected, update[name].ndim), name
+
+
 # --- shard_map: pmean of J, then the Gram matrix ----------------------------------------------
 
 

@@ -23,7 +23,7 @@ def _constant(coeffs_for: Any) -> Weighting:
         del extra_args
         return coeffs_for(gram.shape[-1], gram.dtype), state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, uses_gram=False)
 
 
 def mean() -> Weighting:

@@ -78,7 +78,7 @@ def dwa(temperature: Any = 2.0) -> Weighting:
         history = jnp.stack([state.previous_losses[1], losses])
         return coeffs.astype(gram.dtype), DwaState(history, state.steps + 1)
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, uses_gram=False)
 
 
 class UncertaintyState(NamedTuple):
@@ -129,7 +129,7 @@ def uncertainty(learning_rate: Any = 1e-3) -> Weighting:
         step, opt_state = adam.update(grad, state.optimizer_state, s)
         return coeffs.astype(gram.dtype), UncertaintyState(s + step, opt_state)
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, uses_gram=False)
 
 
 class FamoState(NamedTuple):
@@ -193,4 +193,4 @@ def famo(learning_rate: Any = 0.025, weight_decay: Any = 1e-3, min_losses: Any =
         coeffs = weights / jnp.sum(weights)
         return coeffs.astype(gram.dtype), FamoState(logits, opt_state, shifted, jnp.array(True))
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, uses_gram=False)

@@ -63,4 +63,4 @@ def random(seed: int = 0) -> Weighting:
         logits = jax.random.normal(subkey, (gram.shape[-1],), gram.dtype)
         return jax.nn.softmax(logits), RandomState(key=jax.random.key_data(key))
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, uses_gram=False)
