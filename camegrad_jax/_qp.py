@@ -81,22 +81,34 @@ def _accelerated_projected_gradient(
 def _solve_on_support(gram: Array, linear: Array, mask: Array, scale: Array) -> Array:
     r"""A minimiser of $f$ on the face $\{x: x_i = 0 \text{ off the support}\}$.
 
-    $x_P = -G_{PP}^+ q_P$, the pseudo-inverse dropping eigenvalues below
-    $\varepsilon\cdot$ ``scale`` (round-off of a Gram matrix whose largest diagonal entry is
-    ``scale``; a larger cutoff makes nearly singular faces, common when the tasks' gradients are
-    Pareto-stationary, return the wrong minimiser). The inactive block is replaced by
-    ``scale``$\cdot I$, so one K×K eigendecomposition serves every support. One step of
-    iterative refinement, $x \leftarrow x - G_{PP}^+(G_{PP}x_P + q_P)$, reusing the
-    decomposition, cuts the equations' residual (and with it the worst constraint violation
-    $-(Gv)_i$ of a projection) by one to two orders of magnitude in float32.
+    $x_P = -G_{PP}^+ q_P$ by a truncated pseudo-inverse. Where to truncate depends on the face:
+    a cutoff of $\varepsilon\cdot$ ``scale`` (round-off of a Gram matrix whose largest
+    diagonal entry is ``scale``) is needed on nearly singular faces, common when the tasks'
+    gradients are Pareto-stationary, where a larger one returns the wrong minimiser; but on a
+    rank-deficient face a round-off eigenvalue can land just above it, and inverting that
+    eigenvalue ruins the solution. So both $\varepsilon$ and $K\varepsilon$ cutoffs are
+    tried and the solution whose equations $G_{PP}x_P = -q_P$ hold better is kept. The inactive
+    block is replaced by ``scale``$\cdot I$, so one K×K eigendecomposition serves every support
+    and both cutoffs. One step of iterative refinement, $x \leftarrow x - G_{PP}^+(G_{PP}x_P +
+    q_P)$, cuts the equations' residual (and with it the worst constraint violation $-(Gv)_i$
+    of a projection) by one to two orders of magnitude in float32.
     """
     outer = mask[:, None] * mask[None, :]
     eigvals, eigvecs = jnp.linalg.eigh(outer * gram + jnp.diag((1.0 - mask) * scale))
-    cutoff = jnp.finfo(gram.dtype).eps * scale
-    inv = jnp.where(eigvals > cutoff, 1.0 / jnp.where(eigvals > cutoff, eigvals, 1.0), 0.0)
-    pinv = outer * ((eigvecs * inv[None, :]) @ eigvecs.T)
-    z = -(pinv @ (mask * linear))
-    return z - pinv @ (mask * (gram @ z + linear))
+    eps = jnp.finfo(gram.dtype).eps
+
+    def solve(cutoff: Array) -> tuple[Array, Array]:
+        kept = eigvals > cutoff
+        inv = jnp.where(kept, 1.0 / jnp.where(kept, eigvals, 1.0), 0.0)
+        pinv = outer * ((eigvecs * inv[None, :]) @ eigvecs.T)
+        z = -(pinv @ (mask * linear))
+        z = z - pinv @ (mask * (gram @ z + linear))
+        residual = jnp.max(jnp.abs(mask * (gram @ z + linear)))
+        return z, jnp.where(jnp.all(jnp.isfinite(z)), residual, jnp.inf)
+
+    fine, fine_residual = solve(eps * scale)
+    coarse, coarse_residual = solve(gram.shape[-1] * eps * scale)
+    return jnp.where(coarse_residual < fine_residual, coarse, fine)
 
 
 def _active_set(

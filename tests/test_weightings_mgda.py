@@ -214,16 +214,24 @@ def test_scale_invariance():
 
 
 def test_warm_start_does_not_change_the_answer():
-    """From the previous solution (a fixed point) or from a bad start: the same update."""
-    jacs, ours, _ = solved(8)
+    """From the previous solution (a fixed point) or from a bad start: the same update.
+
+    Same bound as the other invariances: the objective is flat at the minimum, so float32 pins
+    the update down to ~sqrt(eps32) ≈ 3.5e-4 of its size only (measured 2.7e-4 on the
+    spread-scales case on AVX-512 CPUs, 1e-7 elsewhere); the objective itself must stay optimal.
+    """
+    jacs, ours, oracle = solved(8)
     again = run_mgda(jacs, warm=ours)
     bad = np.zeros_like(ours)
     bad[:, 0] = 1.0
-    for kind, jac, c, c_again, c_bad in zip(
-        KINDS, jacs, ours, again, run_mgda(jacs, bad), strict=True
+    for kind, jac, c, c_ref, c_again, c_bad in zip(
+        KINDS, jacs, ours, oracle, again, run_mgda(jacs, bad), strict=True
     ):
-        assert _update_distance(jac, c_again, c) < 1e-4, kind
-        assert _update_distance(jac, c_bad, c) < 1e-3, kind
+        f_ref, trace = _objective(jac, c_ref), float(np.sum(jac * jac))
+        for c_warm in (c_again, c_bad):
+            assert _update_distance(jac, c_warm, c) < 1e-3, kind
+            f = _objective(jac, c_warm)
+            assert f - f_ref <= OBJECTIVE_RTOL * f_ref + OBJECTIVE_ATOL * trace, kind
 
 
 def test_torchjd_value():
