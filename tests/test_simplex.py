@@ -159,12 +159,13 @@ def test_project_simplex_satisfies_kkt():
     """w = max(v - theta, 0) with sum 1 characterises the Euclidean projection."""
     rng = np.random.default_rng(3)
     project = jax.jit(project_simplex)
-    for k in (1, 2, 7, 64):
-        for scale in (0.01, 1.0, 100.0):
-            v = rng.standard_normal(k) * scale
-            w = np.asarray(project(jnp.asarray(v, jnp.float32)), np.float64)
-            assert np.all(w >= 0) and w.sum() == pytest.approx(1.0, abs=1e-5)
-            support = w > 0
-            theta = np.mean(v[support] - w[support])
-            np.testing.assert_allclose(w[support], v[support] - theta, atol=1e-5 * max(1, scale))
-            assert np.all(v[~support] <= theta + 1e-5 * max(1, scale))
+    ties = [np.array([1.0, 1.0, 1.0, 0.5]), np.array([0.2, 0.2, 0.2]), np.array([3.0, -1, 3, 3])]
+    randoms = [rng.standard_normal(k) * s for k in (1, 2, 7, 64) for s in (0.01, 1.0, 100.0)]
+    for v in ties + randoms:
+        scale = max(1.0, float(np.max(np.abs(v))))
+        w = np.asarray(project(jnp.asarray(v, jnp.float32)), np.float64)
+        assert np.all(w >= 0) and w.sum() == pytest.approx(1.0, abs=1e-5)
+        support = w > 0
+        theta = np.mean(v[support] - w[support])
+        np.testing.assert_allclose(w[support], v[support] - theta, atol=1e-5 * scale)
+        assert np.all(v[~support] <= theta + 1e-5 * scale)
