@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import camegrad_jax as cg
+from camegrad_jax._gram import blocked_rows_gram
 
 # Trailing shapes of the leaves of one task's gradient: a nested pytree with a list, so leaf
 # paths mix dict keys and sequence indices.
@@ -215,3 +216,27 @@ def test_combine_coeffs_wrong_shape(shape):
     msg = re.escape(f"`coeffs` has shape {shape}; expected (3,)")
     with pytest.raises(ValueError, match=msg):
         cg.combine(jac, jnp.ones(shape))
+
+
+@pytest.mark.parametrize("n", [7 * 64, 7 * 64 + 5], ids=["whole-blocks", "tail"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_blocked_rows_gram_matches_float64_reference(n, dtype):
+    """Σ_b R_b R_bᵀ over 64-column blocks (and the columns left over) is R Rᵀ."""
+    rows = jax.random.normal(jax.random.key(1), (3, n), dtype)
+    gram = jax.jit(blocked_rows_gram, static_argnums=(1, 2))(rows, 64, jnp.float32)
+    exact = np.asarray(rows, np.float64) @ np.asarray(rows, np.float64).T
+    assert gram.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(gram), exact, rtol=1e-5, atol=1e-5 * np.max(exact))
+
+
+def test_gramian_of_a_long_leaf_runs_blocked_on_cpu():
+    """A (2, 2^20 + 3) leaf (over 16 blocks of 2^16 columns) goes through the blocked loop on
+    CPU, a reshaped (K, r, c) kernel included, and matches the float64 Gram matrix."""
+    jac = {
+        "long": jax.random.normal(jax.random.key(2), (2, 1 << 20 | 3)),
+        "kernel": jax.random.normal(jax.random.key(3), (2, 1 << 14, 64)),
+    }
+    hlo = jax.jit(cg.gramian).lower(jac).compile().as_text()
+    assert len(re.findall(r"\bwhile\(", hlo)) == 2
+    flat = np.concatenate([np.asarray(x, np.float64).reshape(2, -1) for x in jac.values()], 1)
+    assert_close_to(cg.gramian(jac), flat @ flat.T, rtol=1e-6)
