@@ -210,6 +210,12 @@ def refine_active_set(
 class DualSolver(NamedTuple):
     """Static iteration counts of the stage-1 solver for K > 2 (K ≤ 2 is solved exactly).
 
+    The primal–dual iterations are most of the solve's fixed cost (about 0.3 µs each at K = 4
+    on a 2-core CPU). The active set makes the answer exact wherever the optimum has
+    $g_{w^*} \ne 0$, even after 500 iterations; at the dual's kink ($g_{w^*} = 0$) only the
+    iterations help: over the test suite's cases the worst relative gap there is 1e-5 with 2000
+    and 3.5e-4 with 500. Lower ``pdhg_iters`` if the solve's cost matters more than that.
+
     Attributes:
       pdhg_iters: primal–dual iterations (`conflict_dual_pdhg`).
       active_set_rounds: exact active-set rounds after them (`refine_active_set`).
