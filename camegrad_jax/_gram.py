@@ -15,8 +15,8 @@ over several trailing axes makes XLA transpose and copy the leaf first, which co
 time of the contraction itself on CPU. A leaf sharded on a minor axis, or whose sharding is
 decided by the compiler (automatic mesh axes), is contracted over its trailing axes in place.
 On CPU a long unsharded ``(K, n)`` view is contracted in cache-sized column blocks
-(`blocked_rows_gram`), where XLA's one large product is 5-15× slower; other platforms get
-the one product.
+(`blocked_rows_gram`), where XLA's one large product is several times slower; other platforms
+get the one product.
 Sharded leaves keep their sharding: under ``jax.jit`` the Gram matrix comes out replicated (the
 compiler all-reduces the per-shard partial products), and $J^\top c$ is sharded like one
 task's gradient.
@@ -108,12 +108,14 @@ def gramian(jac: PyTree) -> Array:
 
     def leaf_gram(leaf: Array) -> Array:
         leaf = as_rows(leaf)
-        if _long_unsharded_rows(leaf):
-            return jax.lax.platform_dependent(
-                leaf,
-                cpu=lambda rows: blocked_rows_gram(rows, _block_size(rows), dtype),
-                default=lambda rows: _contract(rows, dtype),
-            )
+        if jnp.ndim(leaf) == 2 and _mesh_of(leaf) is None:
+            block = _block_size(leaf)
+            if leaf.shape[1] >= _MIN_BLOCKS * block:
+                return jax.lax.platform_dependent(
+                    leaf,
+                    cpu=lambda rows: blocked_rows_gram(rows, block, dtype),
+                    default=lambda rows: _contract(rows, dtype),
+                )
         return _contract(leaf, dtype)
 
     grams = [leaf_gram(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
@@ -132,9 +134,10 @@ def _contract(leaf: Array, dtype: Any) -> Array:
     ).astype(dtype)
 
 
-# XLA:CPU's dot of a (K, n) matrix with its transpose slows down 5-15× once n passes a few
-# million (K = 2, n = 3e6: 35 ms against 5 ms in cache-sized blocks, on a 2-core AMD EPYC), so
-# on CPU long rows are contracted block by block, each block about _BLOCK_BYTES.
+# XLA:CPU's dot of a (K, n) matrix with its transpose slows down several-fold once n passes a
+# few million, so on CPU long rows are contracted block by block, each block about _BLOCK_BYTES
+# (the `gram` column of `python -m benchmarks.scaling`, K = 4, P = 1e7 on a 2-core AMD EPYC:
+# 113 ms in one product, 22 ms in blocks).
 _BLOCK_BYTES = 1 << 19
 _MIN_BLOCKS = 16
 
@@ -143,14 +146,6 @@ def _block_size(rows: Array) -> int:
     """Columns per block: a power of two with K·b·itemsize ≈ `_BLOCK_BYTES`, at least 1024."""
     per_column = rows.shape[0] * jnp.dtype(rows.dtype).itemsize
     return max(1024, 1 << max(0, (_BLOCK_BYTES // per_column).bit_length() - 1))
-
-
-def _long_unsharded_rows(leaf: Array) -> bool:
-    """A (K, n) leaf on one device (no mesh) with at least `_MIN_BLOCKS` blocks of columns."""
-    if jnp.ndim(leaf) != 2 or leaf.shape[1] < _MIN_BLOCKS * _block_size(leaf):
-        return False
-    mesh = getattr(jax.typeof(leaf).sharding, "mesh", None)
-    return mesh is None or mesh.empty
 
 
 def blocked_rows_gram(rows: Array, block: int, dtype: Any) -> Array:
@@ -182,14 +177,19 @@ def as_rows(leaf: Array) -> Array:
     """
     if jnp.ndim(leaf) <= 2:
         return leaf
-    sharding = jax.typeof(leaf).sharding
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is not None and not mesh.empty:
+    mesh = _mesh_of(leaf)
+    if mesh is not None:
         if AxisType.Auto in mesh.axis_types:
             return leaf
-        if any(axis is not None for axis in tuple(sharding.spec)[2:]):
+        if any(axis is not None for axis in tuple(jax.typeof(leaf).sharding.spec)[2:]):
             return leaf
     return leaf.reshape(leaf.shape[0], -1)
+
+
+def _mesh_of(leaf: Array) -> Any:
+    """The mesh that ``leaf``'s type is sharded over, or None on one device (no or empty mesh)."""
+    mesh = getattr(jax.typeof(leaf).sharding, "mesh", None)
+    return None if mesh is None or mesh.empty else mesh
 
 
 def replicated_sharding(leaf: Array) -> NamedSharding | None:
@@ -201,9 +201,8 @@ def replicated_sharding(leaf: Array) -> NamedSharding | None:
     inserts the all-reduce). Under automatic sharding, inside ``shard_map`` and on one device
     the compiler decides and None is returned.
     """
-    sharding = jax.typeof(leaf).sharding
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or mesh.empty or AxisType.Explicit not in mesh.axis_types:
+    mesh = _mesh_of(leaf)
+    if mesh is None or AxisType.Explicit not in mesh.axis_types:
         return None
     return NamedSharding(mesh, PartitionSpec())
 
