@@ -1,8 +1,9 @@
-"""Fast checks of the timing benchmarks (``benchmarks/aggregators.py``, ``benchmarks/scaling.py``).
+"""Fast checks of the benchmarks (aggregators, scaling, train_step, stage1_iterations).
 
-Each script runs its smallest configuration (K = 2, a few hundred parameters, a very short
-timing budget) through its ``main``; the JSON it writes must be well formed. The timings
-themselves are not checked, only that they are finite and positive.
+Each script runs its smallest configuration (for the timing ones K = 2, a few hundred parameters;
+for stage1_iterations its ``--quick`` cases) with a very short timing budget through its
+``main``; the JSON it writes must be well formed. The timings themselves are not checked, only
+that they are finite and positive.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 import camegrad_jax as cg
 from benchmarks import _timing as timing
-from benchmarks import aggregators, scaling, train_step
+from benchmarks import aggregators, scaling, stage1_iterations, train_step
 
 HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
 
@@ -160,3 +161,15 @@ def test_train_step_quick_run_is_well_formed(tmp_path):
     ls_ms = rows["ls"]["median_ms"]
     for row in rows.values():  # the ratios are to the LS step measured in the same run
         assert row["over_ls"] == pytest.approx(row["median_ms"] / ls_ms)
+
+
+@pytest.mark.slow
+def test_stage1_iterations_quick_run_is_well_formed(tmp_path):
+    out = tmp_path / "stage1.json"
+    payload = stage1_iterations.main(["--quick", "--budget", "0.05", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    assert [row["pdhg_iters"] for row in payload["rows"]] == [250, 2000]
+    for row in payload["rows"]:
+        assert 0 <= row["worst_gap_smooth"] <= 1e-5  # the active set finishes smooth cases
+        assert row["worst_gap_kink"] >= 0
+        assert all(_positive(t) for t in row["weigh"].values())
