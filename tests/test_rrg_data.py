@@ -322,3 +322,38 @@ def test_prefetch_keeps_order_and_raises():
 
     with pytest.raises(RuntimeError, match="boom"):
         list(prefetch(failing()))
+
+
+def test_canonical_wording_changes_only_the_text(tmp_path: Path):
+    """Same seed: identical images and positive/uncertain labels; each positive observation is
+    said with one sentence across studies (varied wording uses several)."""
+    kwargs = {"layout": "iu_xray", "num_studies": 200, "image_size": 16, "seed": 5}
+    varied = synthetic.generate(tmp_path / "varied", **kwargs)
+    canonical = synthetic.generate(tmp_path / "canonical", wording="canonical", **kwargs)
+    files_v, files_c = _files(varied), _files(canonical)
+    assert {k: v for k, v in files_v.items() if k.endswith(".png")} == {
+        k: v for k, v in files_c.items() if k.endswith(".png")
+    }
+
+    def entries(path: Path) -> list[dict]:
+        return [e for v in json.loads(path.read_text()).values() for e in v]
+
+    def findings(e: dict) -> dict:
+        return {o: v for o, v in e["labels"].items() if v in (1, -1) and o != "No Finding"}
+
+    ev, ec = entries(varied), entries(canonical)
+    assert [findings(e) for e in ev] == [findings(e) for e in ec]
+    for e in ec:
+        _check_labels(e["report"], e["labels"], "iu_xray")
+    phrasings: dict[str, dict[str, set[str]]] = {"varied": {}, "canonical": {}}
+    for name, es in (("varied", ev), ("canonical", ec)):
+        for e in es:
+            positive = [o for o, v in findings(e).items() if v == 1 and o != "Support Devices"]
+            if len(positive) == 1 and e["labels"].get("Support Devices") is None:
+                first = e["report"].split(". ")[0]
+                phrasings[name].setdefault(positive[0], set()).add(first)
+    # Cardiomegaly (heart topic, said first) is said one way canonically, several ways otherwise.
+    assert len(phrasings["canonical"]["Cardiomegaly"]) == 1
+    assert len(phrasings["varied"]["Cardiomegaly"]) > 1
+    with pytest.raises(ValueError, match="wording"):
+        synthetic.generate(tmp_path / "bad", wording="free", **kwargs)

@@ -166,6 +166,8 @@ NORMAL_RATE = {
     "mimic_cxr": {"view": 0.7, "heart": 0.8, "mediastinum": 0.4, "lungs": 0.7, "pleura": 0.85,
                   "consolidation": 0.5, "bones": 0.3, "impression": 0.5},
 }
+#: How reports are worded (:func:`write_report`).
+WORDINGS = ("varied", "canonical")
 #: Probability of negating an unmentioned pathology, and of an impression for an abnormal study.
 NEGATION_RATE, IMPRESSION_RATE = {"iu_xray": 0.04, "mimic_cxr": 0.08}, 0.6
 
@@ -211,6 +213,11 @@ def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+def _phrase(rng: np.random.Generator, options: Sequence[str], wording: str) -> str:
+    """A phrasing of ``options``: random (``"varied"``) or the first (``"canonical"``)."""
+    return options[0] if wording == "canonical" else _pick(rng, options)
+
+
 def sample_findings(rng: np.random.Generator) -> dict[str, Finding]:
     """The present findings of one study, in OBSERVATIONS order."""
     latent = rng.random(3) < LATENT_RATES
@@ -250,16 +257,27 @@ def _devices(rng: np.random.Generator, latent: np.ndarray) -> tuple[str, ...]:
 
 
 def write_report(
-    findings: Mapping[str, Finding], rng: np.random.Generator, layout: str
+    findings: Mapping[str, Finding],
+    rng: np.random.Generator,
+    layout: str,
+    wording: str = "varied",
 ) -> tuple[str, dict[str, int]]:
-    """The raw report (capitalised sentences) and the labels its text implies."""
+    """The raw report (capitalised sentences) and the labels its text implies.
+
+    ``wording="varied"`` draws every sentence from its templates and shuffles the sentences of a
+    topic; ``"canonical"`` always takes a template's first phrasing and keeps the findings'
+    order, so a finding is always said the same way. The findings and their certainty are the
+    same for both; the normal sentences may differ, and with them the negatives they imply.
+    """
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
     parts: list[tuple[str, str]] = []
     labels: dict[str, int] = {}
     for obs, f in findings.items():
         if obs == "Support Devices":
-            parts += [("devices", _pick(rng, DEVICE_SENTENCES[d])) for d in f.sites]
+            parts += [("devices", _phrase(rng, DEVICE_SENTENCES[d], wording)) for d in f.sites]
         else:
-            parts.append((TOPIC.get(obs, "lungs"), _mention(obs, f, rng, positive=True)))
+            parts.append((TOPIC.get(obs, "lungs"), _mention(obs, f, rng, True, wording)))
         labels[obs] = 1 if f.certain else -1
     for topic, rate in NORMAL_RATE[layout].items():
         if rng.random() >= rate or any(o in findings for o in TOPIC_BLOCKERS.get(topic, ())):
@@ -268,21 +286,26 @@ def write_report(
             (s, implied) for s, implied in NORMAL_SENTENCES[topic] if not implied.keys() & labels
         ]
         if options:
-            sentence, implied = options[int(rng.integers(len(options)))]
+            sentence, implied = options[0 if wording == "canonical" else rng.integers(len(options))]
             parts.append((topic, sentence))
             labels |= implied
     for obs in PATHOLOGIES:
         if obs not in labels and rng.random() < NEGATION_RATE[layout]:
-            mention = _pick(rng, NEGATED_TEMPLATES).format(m=_pick(rng, BARE_MENTIONS[obs]))
+            template = _phrase(rng, NEGATED_TEMPLATES, wording)
+            mention = template.format(m=_phrase(rng, BARE_MENTIONS[obs], wording))
             parts.append((TOPIC.get(obs, "lungs"), mention))
             labels[obs] = 0
     rank = {t: i for i, t in enumerate(TOPICS)}
-    parts.sort(key=lambda p: (rank.get(p[0], len(TOPICS)), rng.random()))
+    shuffle = rng.random(len(parts)) if wording == "varied" else np.arange(len(parts))
+    order = sorted(
+        range(len(parts)), key=lambda i: (rank.get(parts[i][0], len(TOPICS)), shuffle[i])
+    )
+    parts = [parts[i] for i in order]
     sentences = [s[0].upper() + s[1:] + "." for t, s in parts if t != "impression"]
     impression = [s for t, s in parts if t == "impression"]
     present = [o for o in findings if o != "Support Devices"]
     if present and rng.random() < IMPRESSION_RATE:
-        impression = [_mention(o, findings[o], rng, positive=False) for o in present[:2]]
+        impression = [_mention(o, findings[o], rng, False, wording) for o in present[:2]]
     if not present:
         labels["No Finding"] = 1
         impression = impression or ([] if sentences else ["no acute cardiopulmonary abnormality"])
@@ -292,18 +315,21 @@ def write_report(
     return " ".join(sentences), labels
 
 
-def _mention(obs: str, f: Finding, rng: np.random.Generator, *, positive: bool) -> str:
+def _mention(obs: str, f: Finding, rng: np.random.Generator, positive: bool, wording: str) -> str:
     """A sentence stating ``f``: a positive sentence, or the bare mention (hedged if uncertain)."""
     if f.certain and positive:
         side = "bilateral" if len(f.sites) == 2 else (f.sites[0].split()[0] if f.sites else "")
-        lesion = _pick(rng, ("nodule", "pulmonary nodule")) if f.size == "nodule" else "mass"
-        return _pick(rng, POSITIVE_SENTENCES[obs]).format(
+        nodule = ("nodule", "pulmonary nodule")
+        lesion = _phrase(rng, nodule, wording) if f.size == "nodule" else "mass"
+        template = _phrase(rng, POSITIVE_SENTENCES[obs], wording)
+        ordinal = _phrase(rng, ("fifth", "sixth", "seventh"), wording)
+        return template.format(
             side=side, zone=f"{f.sites[0]} lobe" if f.sites else "", size=f.size, lesion=lesion,
-            s="s" * (side == "bilateral"), ordinal=_pick(rng, ("fifth", "sixth", "seventh")),
+            s="s" * (side == "bilateral"), ordinal=ordinal,
             **{"is": "are" if side == "bilateral" else "is"},
         )  # fmt: skip
-    bare = _pick(rng, BARE_MENTIONS[obs])
-    return bare if f.certain else _pick(rng, UNCERTAIN_TEMPLATES).format(m=bare)
+    bare = _phrase(rng, BARE_MENTIONS[obs], wording)
+    return bare if f.certain else _phrase(rng, UNCERTAIN_TEMPLATES, wording).format(m=bare)
 
 
 def generate(
@@ -314,10 +340,17 @@ def generate(
     image_size: int = 128,
     seed: int = 0,
     splits: Sequence[float] = (0.7, 0.1, 0.2),
+    wording: str = "varied",
 ) -> Path:
-    """Write ``num_studies`` studies (PNGs, ``annotation.json``) to ``out_dir``; the JSON path."""
+    """Write ``num_studies`` studies (PNGs, ``annotation.json``) to ``out_dir``; the JSON path.
+
+    ``wording`` (see :func:`write_report`) changes only the reports' text: the same ``seed``
+    gives the same findings, positive and uncertain labels, and images for every wording.
+    """
     if layout not in LAYOUTS or num_studies < 1 or image_size < 16 or len(splits) != 3:
         raise ValueError(f"bad arguments: {layout=}, {num_studies=}, {image_size=}, {splits=}")
+    if wording not in WORDINGS:
+        raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
     out = Path(out_dir)
     n_train, n_val = (round(num_studies * p / sum(splits)) for p in splits[:2])
     split_of = np.repeat(SPLITS, [n_train, n_val, num_studies - n_train - n_val])
@@ -326,11 +359,12 @@ def generate(
     for i, split in enumerate(split_of):
         rng = np.random.default_rng([seed, i + 1])
         findings = sample_findings(rng)
-        report, labels = write_report(findings, rng, layout)
+        text_rng, image_rng = rng.spawn(2)  # the wording never changes the images
+        report, labels = write_report(findings, text_rng, layout, wording)
         study = f"CXR{i:05d}" if layout == "iu_xray" else f"s{50_000_000 + i}"
         (out / "images" / study).mkdir(parents=True, exist_ok=True)
         paths = [f"images/{study}/{k}.png" for k in range(NUM_VIEWS[layout])]
-        views = render_views(findings, rng, layout=layout, image_size=image_size)
+        views = render_views(findings, image_rng, layout=layout, image_size=image_size)
         for rel, view in zip(paths, views, strict=True):
             Image.fromarray(view).save(out / rel, compress_level=1)
         annotation[split].append(
@@ -349,9 +383,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-studies", type=int, default=1000)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--wording",
+        choices=WORDINGS,
+        default="varied",
+        help="varied: random phrasings and sentence order; canonical: one phrasing per statement",
+    )
     a = parser.parse_args(argv)
     path = generate(a.out, layout=a.layout, num_studies=a.num_studies, image_size=a.image_size,
-                    seed=a.seed)  # fmt: skip
+                    seed=a.seed, wording=a.wording)  # fmt: skip
     print(f"wrote {path}")
 
 
