@@ -8,6 +8,7 @@ The data path is Jacobian → Gram → coefficients → combine::
 
 from camegrad_jax import weightings
 from camegrad_jax._accumulate import AccumulateState, accumulate, apply_if_finite
+from camegrad_jax._dynamics import GradientDynamics, gradient_dynamics
 from camegrad_jax._gram import combine, gramian
 from camegrad_jax._jacobian import value_and_jacobian
 from camegrad_jax._logging import diagnostic_arrays, diagnostics
@@ -42,6 +43,7 @@ __all__ = [
     "AccumulateState",
     "AggregateState",
     "DualSolver",
+    "GradientDynamics",
     "RepresentationJacobian",
     "Weighting",
     "accumulate",
@@ -58,6 +60,7 @@ __all__ = [
     "dwa",
     "fairgrad",
     "famo",
+    "gradient_dynamics",
     "gradvac",
     "gramian",
     "imtl_g",
