@@ -2,7 +2,8 @@
 
 Tiny configs (d_model 32, one layer, 32×32 images). Compiling dominates the run time, so the jitted
 entry points live at module level and the tests share their shapes: per backbone a "main" model
-(vocab 20, two views, batch 2) and a "small" one (vocab 6, one view, batch 4) for decoding.
+(vocab 20, two views, batch 2) and a "small" one (vocab 6, one view, batch 4, classification-guided)
+for decoding.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ def _tokens(b: int, vocab: int, seed: int = 2) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=BACKBONES)
 def models(request):
-    """Per backbone, in eval mode: ``"main"`` (vocab 20), ``"small"`` (vocab 6, with the ramp)."""
+    """Per backbone, in eval mode: ``"main"`` (vocab 20), ``"small"`` (vocab 6, guided, with the
+    ramp: decoding is checked with the classification's memory tokens)."""
     main = build_model(request.param, vocab_size=20, rngs=nnx.Rngs(0), **TINY)
-    small = EosRamp(build_model(request.param, vocab_size=6, rngs=nnx.Rngs(3), **TINY))
+    small = build_model(request.param, vocab_size=6, guided=True, rngs=nnx.Rngs(3), **TINY)
+    small = EosRamp(small)
     main.eval()
     small.eval()
     return {"main": main, "small": small}
@@ -103,6 +106,30 @@ def test_shapes_causality_and_classification_ignores_tokens(models):
         np.testing.assert_allclose(lm_changed[:, : t + 1], lm[:, : t + 1], atol=1e-5)
         assert not np.allclose(lm_changed[:, t + 1], lm[:, t + 1], atol=1e-3)
         np.testing.assert_array_equal(cls_changed, cls)
+
+
+encode = nnx.jit(lambda model, images: model.encode(images))
+lm_loss_grad = nnx.jit(
+    lambda model, images, tokens: nnx.grad(lambda m: jnp.mean(m(images, tokens)[0] ** 2))(model)
+)
+
+
+def test_guided_memory_is_the_classification(models):
+    """Guided: 14 memory tokens after the visual ones, ``e_o + Σ_c p_oc E_oc`` (numpy), and the
+    language-model loss reaches the classification head; unguided it cannot."""
+    guided, plain, images = models["small"].model, models["main"], _images(B, 1, seed=7)
+    memory, cls = (np.asarray(x, np.float64) for x in encode(guided, images))
+    visual = np.asarray(encode(plain, jnp.concatenate([images, images], axis=1))[0])
+    assert memory.shape[1] == visual.shape[1] // 2 + NUM_OBSERVATIONS
+    p = np.exp(cls - cls.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    states = np.asarray(guided.state_embed[...], np.float64)
+    expected = np.einsum("boc,ocd->bod", p, states) + np.asarray(guided.observation_embed[...])
+    np.testing.assert_allclose(memory[:, -NUM_OBSERVATIONS:], expected, rtol=1e-5, atol=1e-6)
+    head = lm_loss_grad(guided, images, _tokens(B, 6)).cls_head[...]
+    assert np.abs(np.asarray(head)).max() > 1e-6
+    plain_head = lm_loss_grad(plain, _images(2, 2, seed=1), _tokens(2, 20)).cls_head[...]
+    np.testing.assert_array_equal(np.asarray(plain_head), 0.0)
 
 
 def test_dropout_on_in_train_mode_off_in_eval_mode(models):

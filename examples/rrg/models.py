@@ -11,6 +11,12 @@
 * ``cls_logits`` float32 ``(B, 14, 4)``: a linear head on all (layer-normed) visual tokens
   (classes of :mod:`examples.rrg.observations`); it never sees the tokens.
 
+Classification-guided decoding (``guided=True``, as in PromptMRG's diagnosis prompts): the
+decoder's memory gets 14 more tokens, one per observation, ``e_o + Σ_c softmax(cls_logits)_{o,c}
+E_{o,c}`` (learned ``e`` and ``E``): the report reads the head's predicted finding states. The
+path is differentiable, so the language-model loss also trains the head and the encoder through
+it: this is where the two tasks' gradients meet.
+
 Dropout, the NNX way: models are built in training mode, ``nnx.Dropout`` drawing masks from the
 ``dropout`` stream of the construction ``rngs``; ``model.eval()`` turns every dropout off and
 ``model.train()`` on again (or use ``nnx.view(model, deterministic=True)``, as decoding does).
@@ -340,7 +346,14 @@ class RRGModel(nnx.Module):
     """Report generator: ``encoder`` per view, classification head, text ``decoder``."""
 
     def __init__(
-        self, encoder: nnx.Module, decoder: Decoder, *, d_model: int, num_views: int, rngs: nnx.Rngs
+        self,
+        encoder: nnx.Module,
+        decoder: Decoder,
+        *,
+        d_model: int,
+        num_views: int,
+        guided: bool = False,
+        rngs: nnx.Rngs,
     ):
         self.encoder = encoder
         self.view_embed = _small_normal(rngs, (num_views, d_model))
@@ -355,9 +368,14 @@ class RRGModel(nnx.Module):
         )
         self.cls_bias = nnx.Param(jnp.zeros((NUM_OBSERVATIONS * NUM_CLASSES,)))
         self.decoder = decoder
+        self.guided = guided
+        if guided:  # one memory token per observation, from its predicted class probabilities
+            self.observation_embed = _small_normal(rngs, (NUM_OBSERVATIONS, d_model))
+            self.state_embed = _small_normal(rngs, (NUM_OBSERVATIONS, NUM_CLASSES, d_model))
 
     def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``(B, V, H, W, 1)`` -> visual tokens ``(B, V·N, d)``, ``cls_logits`` ``(B, 14, 4)``."""
+        """``(B, V, H, W, 1)`` -> decoder memory ``(B, V·N (+ 14 if guided), d)``,
+        ``cls_logits`` ``(B, 14, 4)``."""
         return self.read_features(self.features(images))
 
     def features(self, images: jax.Array) -> jax.Array:
@@ -373,7 +391,12 @@ class RRGModel(nnx.Module):
         visual = feats.reshape(b, -1, feats.shape[-1])
         flat = self.cls_norm(feats).reshape(b, v, -1)  # (B, V, N·d)
         cls = jnp.einsum("bvf,vfo->bo", flat, self.cls_head[:v]) + self.cls_bias[...][None]
-        return visual, cls.reshape(b, NUM_OBSERVATIONS, NUM_CLASSES)
+        cls = cls.reshape(b, NUM_OBSERVATIONS, NUM_CLASSES)
+        if self.guided:
+            states = jnp.einsum("boc,ocd->bod", jax.nn.softmax(cls), self.state_embed[...])
+            findings = states + self.observation_embed[...][None]
+            visual = jnp.concatenate([visual, findings.astype(visual.dtype)], axis=1)
+        return visual, cls
 
     def __call__(self, images: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(lm_logits (B, T, vocab), cls_logits (B, 14, 4))``."""
@@ -421,6 +444,7 @@ def build_model(
     patch_size: int = 8,
     memory_slots: int = 3,
     dropout: float = 0.1,
+    guided: bool = False,
     rngs: nnx.Rngs,
 ) -> RRGModel:
     """A ``"cnn_transformer"`` (:class:`CNNTransformer`) or ``"vit_memory"``
@@ -428,7 +452,8 @@ def build_model(
 
     ``conv_stages`` is used by the CNN (64×64 -> 8×8 tokens with 3 stages); ``encoder_layers``,
     ``patch_size`` (64×64 -> 8×8 patches with 8) and ``memory_slots`` by the ViT/memory model.
-    ``rngs`` supplies the ``params`` and ``dropout`` streams (``nnx.Rngs(seed)`` gives both).
+    ``guided`` adds classification-guided decoding (see the module docstring). ``rngs``
+    supplies the ``params`` and ``dropout`` streams (``nnx.Rngs(seed)`` gives both).
     """
     if d_model % (2 * num_heads):
         raise ValueError(f"d_model {d_model} must be a multiple of 2 * num_heads {num_heads}")
@@ -444,4 +469,6 @@ def build_model(
     else:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
     decoder = Decoder(vocab_size, d_model, num_heads, num_layers, dropout, slots, rngs=rngs)
-    return cls(encoder, decoder, d_model=d_model, num_views=num_views, rngs=rngs)
+    return cls(
+        encoder, decoder, d_model=d_model, num_views=num_views, guided=guided, rngs=rngs
+    )
