@@ -469,6 +469,4 @@ def build_model(
     else:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
     decoder = Decoder(vocab_size, d_model, num_heads, num_layers, dropout, slots, rngs=rngs)
-    return cls(
-        encoder, decoder, d_model=d_model, num_views=num_views, guided=guided, rngs=rngs
-    )
+    return cls(encoder, decoder, d_model=d_model, num_views=num_views, guided=guided, rngs=rngs)

@@ -97,7 +97,7 @@ def aggregator(
     task_weights: Sequence[float],
     *,
     rho: float = 0.5,
-    kappa: float = 1.5,
+    kappa: float | None = 1.5,
     nu: float = 0.2,
 ) -> optax.GradientTransformationExtraArgs:
     """The Jacobian-aggregating transformation of ``--optimizer name`` (not ``ls``).

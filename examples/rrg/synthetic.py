@@ -226,20 +226,36 @@ def sample_findings(rng: np.random.Generator) -> dict[str, Finding]:
     for obs, (base, *weights) in FINDING_RATES.items():
         if rng.random() >= min(base + float(np.dot(weights, latent)), 0.95):
             continue
-        sites: tuple[str, ...]
-        if obs in _ZONED:
-            sites = (infection_zone if latent[1] and obs != "Lung Lesion" else _zone(rng),)
-        elif obs in _SIDED:
-            both = (
-                obs in ("Pleural Effusion", "Atelectasis") and rng.random() < 0.3 + 0.4 * latent[0]
-            )
-            sites = ("right", "left") if both else (_pick(rng, ("right", "left")),)
-        elif obs == "Support Devices":
-            sites = _devices(rng, latent)
-        else:
-            sites = ()
-        size = _pick(rng, SIZES[obs]) if obs in SIZES else ""
+        sites, size = _sites_and_size(obs, rng, latent, infection_zone)
         findings[obs] = Finding(sites, size, bool(rng.random() >= UNCERTAIN_RATE.get(obs, 0.15)))
+    return findings
+
+
+def _sites_and_size(
+    obs: str, rng: np.random.Generator, latent: np.ndarray, infection_zone: str
+) -> tuple[tuple[str, ...], str]:
+    """Where a present ``obs`` is and how big, given the study's latent causes."""
+    sites: tuple[str, ...]
+    if obs in _ZONED:
+        sites = (infection_zone if latent[1] and obs != "Lung Lesion" else _zone(rng),)
+    elif obs in _SIDED:
+        both = obs in ("Pleural Effusion", "Atelectasis") and rng.random() < 0.3 + 0.4 * latent[0]
+        sites = ("right", "left") if both else (_pick(rng, ("right", "left")),)
+    elif obs == "Support Devices":
+        sites = _devices(rng, latent)
+    else:
+        sites = ()
+    return sites, _pick(rng, SIZES[obs]) if obs in SIZES else ""
+
+
+def findings_from_labels(labels: Mapping[str, int], rng: np.random.Generator) -> dict[str, Finding]:
+    """Findings that state ``labels`` (1 positive, -1 uncertain; others absent), sites and sizes
+    drawn as :func:`sample_findings` draws them: to write a report from labels alone."""
+    latent, zone = np.zeros(3, bool), _zone(rng)
+    findings = {}
+    for obs in FINDING_RATES:
+        if labels.get(obs) in (1, -1):
+            findings[obs] = Finding(*_sites_and_size(obs, rng, latent, zone), labels[obs] == 1)
     return findings
 
 

@@ -55,8 +55,8 @@ from examples.rrg.objectives import (
 )
 from examples.rrg.plots import plot_run
 
-#: What the progress bar shows live: the task losses and CAME-Grad's γ, ν_t and cosine.
-LIVE = ("lm", "cls", "gain", "fusion", "cosines/0/1")
+#: What the progress bar shows live: the task losses, cos(g_lm, g_cls) and CAME-Grad's γ, ν_t.
+LIVE = ("lm", "cls", "dynamics/cosine", "gain", "fusion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ class TrainConfig:
     optimizer: str = "came"
     task_weights: tuple[float, ...] = (1.0, 4.0)
     rho: float = 0.5
-    kappa: float = 1.5
+    kappa: float | None = 1.5
     nu: float = 0.2
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -82,6 +82,8 @@ class TrainConfig:
     d_model: int = 64
     num_layers: int = 2
     dropout: float = 0.1
+    guided: bool = True
+    dynamics_every: int = 5
     beam_size: int = 3
     val_limit: int | None = 64
     test_limit: int | None = None
@@ -114,7 +116,9 @@ def load_data(config: TrainConfig) -> tuple[Vocabulary, dict[str, RRGDataset]]:
 def _compiled_key(config: TrainConfig) -> TrainConfig:
     """The config with the fields that do not change the compiled step blanked: runs that differ
     only in seed, data folder or output folder share their jitted step (one compilation)."""
-    return dataclasses.replace(config, seed=0, data="", out="", val_limit=None, test_limit=None)
+    return dataclasses.replace(
+        config, seed=0, data="", out="", val_limit=None, test_limit=None, dynamics_every=0
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -135,11 +139,38 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     return optax.chain(agg, adamw)
 
 
+def dynamics_row(jac: Any, task_weights: tuple[float, ...]) -> dict[str, jax.Array]:
+    """The double dilemma of one step, from its Jacobian (``cg.gradient_dynamics``):
+    ``dynamics/cosine`` cos(g_lm, g_cls), ``dynamics/ratio`` ‖λ_lm g_lm‖ / ‖λ_cls g_cls‖ and
+    ``dynamics/retention`` ‖g_λ‖ / Σ_i λ_i‖g_i‖."""
+    stats = cg.gradient_dynamics(cg.gramian(jac), jnp.asarray(task_weights))
+    lm, cls = stats.weighted_norms[0], stats.weighted_norms[1]
+    return {
+        "dynamics/cosine": stats.cosines[0, 1],
+        "dynamics/ratio": jnp.where(cls > 0.0, lm / jnp.where(cls > 0.0, cls, 1.0), jnp.inf),
+        "dynamics/retention": stats.retention,
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def make_dynamics_probe(config: TrainConfig) -> Any:
+    """``(graphdef, state, batch) -> dynamics_row``: the task gradients of a model that the
+    step does not compute them for (``ls``), for the record only. It runs on a merged copy, so
+    the model and its dropout stream are left as they were: probing never changes a run."""
+    jacobian = cgnnx.value_and_jacobian(task_losses, has_aux=True)
+
+    def probe(graphdef: Any, state: Any, batch: dict) -> dict[str, jax.Array]:
+        _, jac = jacobian(nnx.merge(graphdef, state), batch)
+        return dynamics_row(jac, config.task_weights)
+
+    return jax.jit(probe, static_argnums=0)
+
+
 @functools.lru_cache(maxsize=8)
 def make_train_step(config: TrainConfig) -> Any:
     """The jitted step ``(model, optimizer, batch) -> (task losses, diagnostics)``; the
     diagnostics are ``cg.diagnostic_arrays`` of the optimizer state (γ as ``gain``, ν_t as
-    ``fusion``, cos(g_lm, g_cls) as ``cosines/0/1``, ...; empty for ``ls``)."""
+    ``fusion``, ...) and the step's :func:`dynamics_row` (both empty for ``ls``)."""
     if config.optimizer == "ls":
         objective = scalarised(config.task_weights)
 
@@ -157,7 +188,8 @@ def make_train_step(config: TrainConfig) -> Any:
     def jacobian_step(model: Any, optimizer: Any, batch: dict) -> tuple[jax.Array, dict]:
         (losses, _), jac = jacobian(model, batch)
         optimizer.update(model, jac)
-        return losses, cg.diagnostic_arrays(optimizer.opt_state)
+        diagnostics = cg.diagnostic_arrays(optimizer.opt_state)
+        return losses, diagnostics | dynamics_row(jac, config.task_weights)
 
     return jacobian_step
 
@@ -281,6 +313,10 @@ def train(
     a local copy of the model; only process 0 shows progress and writes results (the
     checkpoint is written by all), and the other processes return None.
 
+    Every step's row of ``history["steps"]`` holds the task losses and, for the Jacobian
+    optimizers, the diagnostics and the :func:`dynamics_row`; for ``ls`` the dynamics are
+    probed every ``config.dynamics_every`` steps (single process only; not timed).
+
     Returns ``{"config", "history", "test", "train_seconds", "first_step_seconds"}`` (also in
     ``config.out``): ``train_seconds`` sums the step times except the run's first step, which
     includes the compilation when no earlier run in the process compiled the same step.
@@ -327,6 +363,7 @@ def train(
         d_model=config.d_model,
         num_layers=config.num_layers,
         dropout=config.dropout,
+        guided=config.guided,
         rngs=nnx.Rngs(config.seed),
     )
     key = _compiled_key(config)
@@ -337,6 +374,9 @@ def train(
     if mesh is not None:
         nnx.update(optimizer, _replicated(nnx.state(optimizer), mesh))
     step_fn = make_train_step(key)
+    probe = None
+    if config.optimizer == "ls" and config.dynamics_every > 0 and mesh is None:
+        probe = make_dynamics_probe(key)
     on_mesh = contextlib.nullcontext if mesh is None else functools.partial(jax.set_mesh, mesh)
     history: dict[str, Any] = {"steps": [], "epochs": []}
     first_epoch, train_seconds = 0, 0.0
@@ -388,6 +428,8 @@ def train(
                 first_step_seconds = time.perf_counter() - started
             else:
                 train_seconds += time.perf_counter() - started
+            if probe is not None and len(history["steps"]) % config.dynamics_every == 0:
+                diag = probe(*nnx.split(model), _device(batch))  # after the step, not timed
             row.update({k: np.asarray(v).tolist() for k, v in diag.items()})
             history["steps"].append(row)
             shown = {k: f"{row[k]:.3f}" for k in LIVE if k in row}
@@ -456,6 +498,28 @@ def parser() -> argparse.ArgumentParser:
         default = getattr(defaults, field.name)
         if field.name == "task_weights":
             p.add_argument(flag, type=float, nargs=2, default=list(default), metavar=("LM", "CLS"))
+        elif field.name == "guided":
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help="classification-guided decoding: the head's predicted findings as decoder "
+                "memory (default on)",
+            )
+        elif field.name == "kappa":
+            p.add_argument(
+                flag,
+                type=lambda v: None if v.lower() == "none" else float(v),
+                default=default,
+                help="CAME-Grad's energy cap (none: no energy injection)",
+            )
+        elif field.name == "dynamics_every":
+            p.add_argument(
+                flag,
+                type=int,
+                default=default,
+                help="ls: record the gradient dynamics every this many steps (0: never)",
+            )
         elif field.name in ("val_limit", "test_limit"):
             p.add_argument(flag, type=int, default=default, help=f"default {default} (0: all)")
         else:
