@@ -1,0 +1,146 @@
+r"""Exact, loop-free solvers for small K by enumerating every support at once.
+
+A convex problem over the simplex or the non-negative orthant has a minimiser in the relative
+interior of some face, and on that face it satisfies linear (or, for the stage-1 dual, linear
+plus one quadratic) equations. Solving those equations on all $2^K - 1$ faces together, by an
+unrolled Gauss–Jordan elimination on a batch of masked K×K systems, and keeping the candidate
+with the best true objective gives the exact minimiser with no iteration: the jitted solve
+has a fixed, small number of fused kernels and no while loop. The cost grows as $2^K K^3$, so
+this is for the K of multi-task learning ($K \le 8$ by default, ``enumerate_up_to`` of the
+solvers that use it; ``python -m benchmarks.device`` measures the crossover).
+
+Candidates are clipped back to the feasible set and scored with the objective evaluated
+through a square root $L^\top L = G$, so a wrong or ill-conditioned face can only lose.
+Candidates that tie with the best (to round-off) are averaged: the average of minimisers is a
+minimiser, and the result does not depend on the order of the tasks.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+@functools.cache
+def support_masks(num_tasks: int) -> np.ndarray:
+    """The $2^K - 1$ non-empty supports as a static (2^K - 1, K) 0/1 float array."""
+    codes = np.arange(1, 2**num_tasks)
+    return ((codes[:, None] >> np.arange(num_tasks)) & 1).astype(np.float32)
+
+
+def solve_masked(matrix: Array, masks: Array, rhs: Array) -> tuple[Array, Array]:
+    r"""Solve $A_S x = y_S$ on every support $S$ (rows of ``masks``) at once.
+
+    $A_S$ is $A$ restricted to $S$, with the identity elsewhere (so $x = 0$ off $S$). The
+    elimination is Gauss–Jordan without pivoting, unrolled over the K columns; it is stable
+    for the symmetric positive definite systems it is used on. Returns the solutions
+    (F, K, R) for ``rhs`` of shape (F, K, R), and whether each system is singular (a pivot at
+    most $K\varepsilon\max|A_{ii}|$), whose solution is then meaningless but finite.
+    """
+    k = matrix.shape[-1]
+    outer = masks[:, :, None] * masks[:, None, :]
+    a = outer * matrix[None] + jax.vmap(jnp.diag)(1.0 - masks)
+    x = masks[:, :, None] * rhs
+    tol = k * jnp.finfo(matrix.dtype).eps * jnp.max(jnp.abs(jnp.diagonal(matrix)))
+    singular = jnp.zeros(masks.shape[0], bool)
+    for j in range(k):
+        pivot = a[:, j, j]
+        bad = pivot <= tol
+        singular = singular | bad
+        pivot = jnp.where(bad, 1.0, pivot)
+        row_a = a[:, j, :] / pivot[:, None]
+        row_x = x[:, j, :] / pivot[:, None]
+        factor = a[:, :, j].at[:, j].set(0.0)
+        a = (a - factor[:, :, None] * row_a[:, None, :]).at[:, j, :].set(row_a)
+        x = (x - factor[:, :, None] * row_x[:, None, :]).at[:, j, :].set(row_x)
+    return x, singular
+
+
+def _best(candidates: Array, scores: Array, tol: Array) -> Array:
+    """The mean of the candidates whose score is within ``tol`` of the lowest."""
+    scores = jnp.where(jnp.isfinite(scores), scores, jnp.inf)
+    tied = (scores <= jnp.min(scores) + tol).astype(candidates.dtype)
+    return tied @ candidates / jnp.sum(tied)
+
+
+def conflict_dual(
+    gram: Array, factor: Array, linear: Array, radius: Array
+) -> tuple[Array, Array]:
+    r"""Exact $\arg\min_{w \in \Delta_K} b^\top w + r\|Lw\|$ with $L^\top L = G$, $b = G\lambda$.
+
+    On a face $S$ let $H = G_{SS}$, $c = \max_i G_{ii}$ and $M = H + c\,11^\top$, which is
+    non-singular exactly when the face's gradients are affinely independent (and an optimal
+    face with that property always exists: the objective depends on $w$ only through
+    $g_w = J^\top w$). With $p = M^{-1}1$, $q = M^{-1}b_S$, $\alpha = 1^\top p$ and
+    $\beta = 1^\top q$, the face's two candidates are
+
+    * the point of its affine hull nearest to 0, $w_1 = p/\alpha$ (the kink candidate, where
+      $g_w = 0$ if 0 is in that hull);
+    * the smooth stationary point $w = w_1 + u\,\|Lw_1\| / \sqrt{r^2 - \|Lu\|^2}$ with
+      $u = \beta w_1 - q$ (tangent to the face, $g_u \perp g_{w_1}$), which solves
+      $b_S + rHw/\|Lw\| \propto 1$ and exists when $\|Lu\| < r$.
+
+    Vertices ($|S| = 1$) give $w = e_i$, so $r = 0$ is covered. Returns $w^*$ and its
+    Frank–Wolfe gap $\nabla f^\top w - \min_i \nabla_i f$, a bound on $f(w) - f^*$ where
+    $g_{w^*} \ne 0$ (0 at the kink, where $f$ has no gradient).
+    """
+    k = gram.shape[-1]
+    dtype = gram.dtype
+    masks = jnp.asarray(support_masks(k), dtype)
+    shift = jnp.maximum(jnp.max(jnp.diagonal(gram)), jnp.finfo(dtype).tiny)
+    rhs = jnp.stack([masks, masks * linear[None]], axis=-1)
+    sol, singular = solve_masked(gram + shift, masks, rhs)
+    p, q = sol[..., 0], sol[..., 1]
+    alpha = jnp.sum(p, axis=-1, keepdims=True)
+    beta = jnp.sum(q, axis=-1, keepdims=True)
+    w1 = p / alpha
+    u = beta * w1 - q
+    s1 = jnp.linalg.norm(w1 @ factor.T, axis=-1, keepdims=True)
+    slack = radius**2 - jnp.sum((u @ factor.T) ** 2, axis=-1, keepdims=True)
+    smooth_ok = slack > 0.0
+    smooth = w1 + u * s1 / jnp.sqrt(jnp.where(smooth_ok, slack, 1.0))
+
+    candidates = jnp.concatenate([w1, smooth])
+    valid = jnp.concatenate([~singular, ~singular & smooth_ok[:, 0]])
+    clipped = jnp.maximum(candidates, 0.0)
+    total = jnp.sum(clipped, axis=-1, keepdims=True)
+    valid = valid & (total[:, 0] > 0.0)
+    clipped = clipped / jnp.where(total > 0.0, total, 1.0)
+    scores = clipped @ linear + radius * jnp.linalg.norm(clipped @ factor.T, axis=-1)
+    scale = jnp.max(jnp.abs(linear)) + radius * jnp.sqrt(shift)
+    tol = 4.0 * k * jnp.finfo(dtype).eps * scale
+    w = _best(clipped, jnp.where(valid, scores, jnp.inf), tol)
+
+    length = jnp.linalg.norm(factor @ w)
+    grad = linear + radius * (gram @ w) / jnp.where(length > 0.0, length, 1.0)
+    gap = jnp.where(length > 0.0, grad @ w - jnp.min(grad), 0.0)
+    return w, gap
+
+
+def nonneg_qp(gram: Array, factor: Array, anchor: Array) -> tuple[Array, Array]:
+    r"""Exact $x^* = \arg\min_{x \ge 0} \|L(u + x)\|^2$, i.e. of $\tfrac12 x^\top Gx + (Gu)^\top x$.
+
+    A minimiser exists whose support $S$ has linearly independent gradients ($G_{SS}$
+    non-singular: the objective depends on $x$ only through $J^\top x$); on it
+    $G_{SS}x_S = -(Gu)_S$. Every such candidate, and $x = 0$, is clipped to $x \ge 0$ and
+    scored by $\|L(u + x)\|$, which (unlike the quadratic form) cannot round below zero.
+    Returns $x^*$ and its KKT residual $\max_i|\min(x_i, (G(u + x))_i)|$.
+    """
+    k = gram.shape[-1]
+    dtype = gram.dtype
+    masks = jnp.asarray(support_masks(k), dtype)
+    linear = gram @ anchor
+    sol, singular = solve_masked(gram, masks, -jnp.broadcast_to(linear, masks.shape)[..., None])
+    candidates = jnp.concatenate([jnp.maximum(sol[..., 0], 0.0), jnp.zeros((1, k), dtype)])
+    valid = jnp.concatenate([~singular, jnp.ones((1,), bool)])
+    scores = jnp.linalg.norm((anchor[None] + candidates) @ factor.T, axis=-1)
+    scale = jnp.linalg.norm(factor @ anchor) + jnp.sqrt(jnp.max(jnp.diagonal(gram)))
+    tol = 4.0 * k * jnp.finfo(dtype).eps * scale
+    x = _best(candidates, jnp.where(valid, scores, jnp.inf), tol)
+    residual = jnp.max(jnp.abs(jnp.minimum(x, gram @ (anchor + x))))
+    return x, residual
