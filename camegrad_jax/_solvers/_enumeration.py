@@ -11,8 +11,9 @@ solvers that use it; ``python -m benchmarks.device`` measures the crossover).
 
 Candidates are clipped back to the feasible set and scored with the objective evaluated
 through a square root $L^\top L = G$, so a wrong or ill-conditioned face can only lose.
-Candidates that tie with the best (to round-off) are averaged: the average of minimisers is a
-minimiser, and the result does not depend on the order of the tasks.
+Among the candidates that tie with the best (to round-off) those of the smallest support are
+averaged: the average of minimisers is a minimiser, and neither the support sizes nor the
+average depend on the order of the tasks, so ties cannot break permutation equivariance.
 """
 
 from __future__ import annotations
@@ -61,11 +62,13 @@ def solve_masked(matrix: Array, masks: Array, rhs: Array) -> tuple[Array, Array]
     return x, singular
 
 
-def _best(candidates: Array, scores: Array, tol: Array) -> Array:
-    """The mean of the candidates whose score is within ``tol`` of the lowest."""
+def _best(candidates: Array, sizes: Array, scores: Array, tol: Array) -> Array:
+    """The mean of the smallest-support candidates whose score is within ``tol`` of the lowest."""
     scores = jnp.where(jnp.isfinite(scores), scores, jnp.inf)
-    tied = (scores <= jnp.min(scores) + tol).astype(candidates.dtype)
-    return tied @ candidates / jnp.sum(tied)
+    tied = scores <= jnp.min(scores) + tol
+    sparsest = jnp.min(jnp.where(tied, sizes, jnp.inf))
+    chosen = (tied & (sizes == sparsest)).astype(candidates.dtype)
+    return chosen @ candidates / jnp.sum(chosen)
 
 
 def conflict_dual(
@@ -114,7 +117,8 @@ def conflict_dual(
     scores = clipped @ linear + radius * jnp.linalg.norm(clipped @ factor.T, axis=-1)
     scale = jnp.max(jnp.abs(linear)) + radius * jnp.sqrt(shift)
     tol = 4.0 * k * jnp.finfo(dtype).eps * scale
-    w = _best(clipped, jnp.where(valid, scores, jnp.inf), tol)
+    sizes = jnp.sum(masks, axis=-1)
+    w = _best(clipped, jnp.concatenate([sizes, sizes]), jnp.where(valid, scores, jnp.inf), tol)
 
     length = jnp.linalg.norm(factor @ w)
     grad = linear + radius * (gram @ w) / jnp.where(length > 0.0, length, 1.0)
@@ -141,6 +145,7 @@ def nonneg_qp(gram: Array, factor: Array, anchor: Array) -> tuple[Array, Array]:
     scores = jnp.linalg.norm((anchor[None] + candidates) @ factor.T, axis=-1)
     scale = jnp.linalg.norm(factor @ anchor) + jnp.sqrt(jnp.max(jnp.diagonal(gram)))
     tol = 4.0 * k * jnp.finfo(dtype).eps * scale
-    x = _best(candidates, jnp.where(valid, scores, jnp.inf), tol)
+    sizes = jnp.concatenate([jnp.sum(masks, axis=-1), jnp.zeros((1,), dtype)])
+    x = _best(candidates, sizes, jnp.where(valid, scores, jnp.inf), tol)
     residual = jnp.max(jnp.abs(jnp.minimum(x, gram @ (anchor + x))))
     return x, residual
