@@ -199,7 +199,8 @@ def came(
       rho: conflict radius $\rho \ge 0$, relative to $\|g_\lambda\|$.
       kappa: gain cap $\kappa \ge 1$, or None to switch energy injection off.
       nu: fusion coefficient $\nu \in [0, 1]$.
-      solver: static iteration counts of the stage-1 solver for K > 2.
+      solver: the stage-1 solver: exact and loop-free up to ``solver.enumerate_up_to`` tasks
+        (8), static iteration counts above.
 
     Returns:
       A [`Weighting`][camegrad_jax.Weighting] whose state is a

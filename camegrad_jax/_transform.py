@@ -244,7 +244,8 @@ def came_grad(
       num_tasks: K, when ``task_weights`` is not given.
       groups: parameter groups aggregated separately (see
         [`aggregate`][camegrad_jax.aggregate]).
-      solver: static iteration counts of the stage-1 solver for K > 2.
+      solver: the stage-1 solver: exact and loop-free up to ``solver.enumerate_up_to`` tasks
+        (8), static iteration counts above.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

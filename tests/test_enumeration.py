@@ -20,7 +20,12 @@ from test_simplex import KINK_TOL, _gap, _problem, _scale, at_kink
 
 import camegrad_jax as cg
 from camegrad_jax._simplex import DualSolver, psd_sqrt
-from camegrad_jax._solvers._enumeration import conflict_dual, nonneg_qp, support_masks
+from camegrad_jax._solvers._enumeration import (
+    conflict_dual,
+    min_norm,
+    nonneg_qp,
+    support_masks,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 
@@ -90,11 +95,12 @@ def _weigh(name: str, k: int):
         "cagrad": cg.weightings.cagrad(),
         "upgrad": cg.weightings.upgrad(),
         "dualproj": cg.weightings.dualproj(),
+        "mgda": cg.weightings.mgda(),
     }[name]
     return weighting.weigh, weighting.init(k)
 
 
-@pytest.mark.parametrize("name", ["came", "cagrad", "upgrad", "dualproj"])
+@pytest.mark.parametrize("name", ["came", "cagrad", "upgrad", "dualproj", "mgda"])
 def test_small_k_compiles_to_no_while_loop(name):
     """K ≤ 8 has no loop in the compiled program (jaxpr and HLO); K = 9 has the iterative one,
     which shows that the check can fail."""
@@ -139,6 +145,27 @@ def test_nonneg_qp_matches_the_float64_projection():
 
 def jnones(x):
     return jnp.asarray(x, jnp.float32)
+
+
+def test_min_norm_matches_clarabel_at_k8():
+    """MGDA's minimum-norm point of the hull (K = 8, rank 3 and Pareto-stationary): its squared
+    norm within float32 round-off of a float64 Clarabel solve."""
+    import cvxpy as cp
+
+    rng = np.random.default_rng(10)
+    for jac in (ref.sample_jacobian(rng, 8, 20, 3), ref.conflicting_jacobian(rng, 8, 20)):
+        gram_hat, _ = _problem(jac, np.ones(8))
+        gram32 = jnp.asarray(gram_hat, jnp.float32)
+        w, _ = jax.jit(min_norm)(gram32, psd_sqrt(gram32))
+        w = np.asarray(w, np.float64)
+        assert np.all(w >= 0) and w.sum() == pytest.approx(1.0, abs=1e-6)
+        var = cp.Variable(8, nonneg=True)
+        eigvals, eigvecs = np.linalg.eigh(gram_hat)
+        factor = np.sqrt(np.clip(eigvals, 0.0, None))[:, None] * eigvecs.T
+        cp.Problem(cp.Minimize(cp.sum_squares(factor @ var)), [cp.sum(var) == 1]).solve(
+            solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
+        )
+        assert w @ gram_hat @ w <= var.value @ gram_hat @ var.value + 1e-6
 
 
 def test_ties_keep_permutation_equivariance_of_the_coefficients():

@@ -71,59 +71,83 @@ def _best(candidates: Array, sizes: Array, scores: Array, tol: Array) -> Array:
     return chosen @ candidates / jnp.sum(chosen)
 
 
+def _affine_faces(gram: Array, linear: Array) -> tuple[Array, Array, Array, Array]:
+    r"""On every face $S$ of the simplex: the point $w_1$ of its affine hull nearest to 0, and
+    the tangent direction $u$ of the linear term; also the masks and which faces are singular.
+
+    With $c = \max_i G_{ii}$ and $M = G_{SS} + c\,11^\top$, non-singular exactly when the
+    face's gradients are affinely independent, $p = M^{-1}1$, $q = M^{-1}b_S$,
+    $\alpha = 1^\top p$, $\beta = 1^\top q$: $w_1 = p/\alpha$ and $u = \beta w_1 - q$
+    ($1^\top u = 0$, $g_u \perp g_{w_1}$).
+    """
+    dtype = gram.dtype
+    masks = jnp.asarray(support_masks(gram.shape[-1]), dtype)
+    shift = jnp.maximum(jnp.max(jnp.diagonal(gram)), jnp.finfo(dtype).tiny)
+    rhs = jnp.stack([masks, masks * linear[None]], axis=-1)
+    sol, singular = solve_masked(gram + shift, masks, rhs)
+    p, q = sol[..., 0], sol[..., 1]
+    w1 = p / jnp.sum(p, axis=-1, keepdims=True)
+    u = jnp.sum(q, axis=-1, keepdims=True) * w1 - q
+    return masks, w1, u, singular
+
+
+def _on_simplex(candidates: Array, valid: Array) -> tuple[Array, Array]:
+    """Candidates clipped at 0 and renormalised; those with nothing left are invalid."""
+    clipped = jnp.maximum(candidates, 0.0)
+    total = jnp.sum(clipped, axis=-1, keepdims=True)
+    return clipped / jnp.where(total > 0.0, total, 1.0), valid & (total[:, 0] > 0.0)
+
+
 def conflict_dual(
     gram: Array, factor: Array, linear: Array, radius: Array
 ) -> tuple[Array, Array]:
     r"""Exact $\arg\min_{w \in \Delta_K} b^\top w + r\|Lw\|$ with $L^\top L = G$, $b = G\lambda$.
 
-    On a face $S$ let $H = G_{SS}$, $c = \max_i G_{ii}$ and $M = H + c\,11^\top$, which is
-    non-singular exactly when the face's gradients are affinely independent (and an optimal
-    face with that property always exists: the objective depends on $w$ only through
-    $g_w = J^\top w$). With $p = M^{-1}1$, $q = M^{-1}b_S$, $\alpha = 1^\top p$ and
-    $\beta = 1^\top q$, the face's two candidates are
+    An optimal face with affinely independent gradients always exists (the objective depends on
+    $w$ only through $g_w = J^\top w$). Each face (`_affine_faces`) gives two candidates:
 
-    * the point of its affine hull nearest to 0, $w_1 = p/\alpha$ (the kink candidate, where
-      $g_w = 0$ if 0 is in that hull);
-    * the smooth stationary point $w = w_1 + u\,\|Lw_1\| / \sqrt{r^2 - \|Lu\|^2}$ with
-      $u = \beta w_1 - q$ (tangent to the face, $g_u \perp g_{w_1}$), which solves
-      $b_S + rHw/\|Lw\| \propto 1$ and exists when $\|Lu\| < r$.
+    * $w_1$, the kink candidate ($g_w = 0$ if 0 is in the face's affine hull);
+    * the smooth stationary point $w = w_1 + u\,\|Lw_1\| / \sqrt{r^2 - \|Lu\|^2}$, which
+      solves $b_S + rG_{SS}w_S/\|Lw\| \propto 1$ and exists when $\|Lu\| < r$.
 
     Vertices ($|S| = 1$) give $w = e_i$, so $r = 0$ is covered. Returns $w^*$ and its
     Frank–Wolfe gap $\nabla f^\top w - \min_i \nabla_i f$, a bound on $f(w) - f^*$ where
     $g_{w^*} \ne 0$ (0 at the kink, where $f$ has no gradient).
     """
     k = gram.shape[-1]
-    dtype = gram.dtype
-    masks = jnp.asarray(support_masks(k), dtype)
-    shift = jnp.maximum(jnp.max(jnp.diagonal(gram)), jnp.finfo(dtype).tiny)
-    rhs = jnp.stack([masks, masks * linear[None]], axis=-1)
-    sol, singular = solve_masked(gram + shift, masks, rhs)
-    p, q = sol[..., 0], sol[..., 1]
-    alpha = jnp.sum(p, axis=-1, keepdims=True)
-    beta = jnp.sum(q, axis=-1, keepdims=True)
-    w1 = p / alpha
-    u = beta * w1 - q
+    masks, w1, u, singular = _affine_faces(gram, linear)
     s1 = jnp.linalg.norm(w1 @ factor.T, axis=-1, keepdims=True)
     slack = radius**2 - jnp.sum((u @ factor.T) ** 2, axis=-1, keepdims=True)
     smooth_ok = slack > 0.0
     smooth = w1 + u * s1 / jnp.sqrt(jnp.where(smooth_ok, slack, 1.0))
-
-    candidates = jnp.concatenate([w1, smooth])
-    valid = jnp.concatenate([~singular, ~singular & smooth_ok[:, 0]])
-    clipped = jnp.maximum(candidates, 0.0)
-    total = jnp.sum(clipped, axis=-1, keepdims=True)
-    valid = valid & (total[:, 0] > 0.0)
-    clipped = clipped / jnp.where(total > 0.0, total, 1.0)
-    scores = clipped @ linear + radius * jnp.linalg.norm(clipped @ factor.T, axis=-1)
-    scale = jnp.max(jnp.abs(linear)) + radius * jnp.sqrt(shift)
-    tol = 4.0 * k * jnp.finfo(dtype).eps * scale
+    candidates, valid = _on_simplex(
+        jnp.concatenate([w1, smooth]), jnp.concatenate([~singular, ~singular & smooth_ok[:, 0]])
+    )
+    scores = candidates @ linear + radius * jnp.linalg.norm(candidates @ factor.T, axis=-1)
+    scale = jnp.max(jnp.abs(linear)) + radius * jnp.sqrt(jnp.max(jnp.diagonal(gram)))
+    tol = 4.0 * k * jnp.finfo(gram.dtype).eps * scale
     sizes = jnp.sum(masks, axis=-1)
-    w = _best(clipped, jnp.concatenate([sizes, sizes]), jnp.where(valid, scores, jnp.inf), tol)
+    w = _best(candidates, jnp.concatenate([sizes, sizes]), jnp.where(valid, scores, jnp.inf), tol)
 
     length = jnp.linalg.norm(factor @ w)
     grad = linear + radius * (gram @ w) / jnp.where(length > 0.0, length, 1.0)
     gap = jnp.where(length > 0.0, grad @ w - jnp.min(grad), 0.0)
     return w, gap
+
+
+def min_norm(gram: Array, factor: Array) -> tuple[Array, Array]:
+    r"""Exact $\arg\min_{w \in \Delta_K} \|Lw\|$ (MGDA), the faces' nearest points $w_1$
+    scored by $\|Lw\|$. Returns $w^*$ and its Frank–Wolfe gap
+    $w^\top Gw - \min_i (Gw)_i \ge \|Lw\|^2 - \min_{\Delta}\|Lv\|^2$.
+    """
+    k = gram.shape[-1]
+    masks, w1, _, singular = _affine_faces(gram, jnp.zeros(k, gram.dtype))
+    candidates, valid = _on_simplex(w1, ~singular)
+    scores = jnp.linalg.norm(candidates @ factor.T, axis=-1)
+    tol = 4.0 * k * jnp.finfo(gram.dtype).eps * jnp.sqrt(jnp.max(jnp.diagonal(gram)))
+    w = _best(candidates, jnp.sum(masks, axis=-1), jnp.where(valid, scores, jnp.inf), tol)
+    grad = gram @ w
+    return w, grad @ w - jnp.min(grad)
 
 
 def nonneg_qp(gram: Array, factor: Array, anchor: Array) -> tuple[Array, Array]:
