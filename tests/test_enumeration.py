@@ -195,7 +195,8 @@ def test_enumeration_and_iterations_agree_below_k0():
 
         factor = psd_sqrt(gram)
         radius = 0.5 * jnp.linalg.norm(factor @ jnp.ones(5))
-        return solve_conflict_dual(gram, factor, gram @ jnp.ones(5), radius, jnp.ones(5) / 5, solver)
+        linear, w0 = gram @ jnp.ones(5), jnp.full(5, 0.2)
+        return solve_conflict_dual(gram, factor, linear, radius, w0, solver)
 
     exact = np.asarray(solve(gram32, DualSolver()), np.float64)
     iterative = np.asarray(solve(gram32, DualSolver(enumerate_up_to=2)), np.float64)

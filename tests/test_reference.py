@@ -171,7 +171,8 @@ def test_degenerate_dual_on_a_face(num_tasks):
         assert np.min(gram_hat @ anchor) == pytest.approx(0.0, abs=1e-9)
         shift = jac.T @ (anchor - lam)  # raw units: Jᵀ(a − λ) = −(<g_λ, v>/‖v‖²) v
         g_lam, v = jac.T @ lam, jac[0]
-        np.testing.assert_allclose(shift, -(g_lam @ v) / (v @ v) * v, atol=1e-7 * np.linalg.norm(g_lam))
+        expected = -(g_lam @ v) / (v @ v) * v
+        np.testing.assert_allclose(shift, expected, atol=1e-7 * np.linalg.norm(g_lam))
         if tilt == 1.0:
             assert np.min(gram_hat @ lam) == pytest.approx(0.0, abs=1e-14)
         else:

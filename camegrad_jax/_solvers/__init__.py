@@ -1,1 +1,1 @@
-"""K×K solvers shared by the weightings (one convention: each solve returns (solution, residual))."""
+"""K×K solvers shared by the weightings; each solve returns (solution, residual)."""

@@ -98,9 +98,7 @@ def _on_simplex(candidates: Array, valid: Array) -> tuple[Array, Array]:
     return clipped / jnp.where(total > 0.0, total, 1.0), valid & (total[:, 0] > 0.0)
 
 
-def conflict_dual(
-    gram: Array, factor: Array, linear: Array, radius: Array
-) -> tuple[Array, Array]:
+def conflict_dual(gram: Array, factor: Array, linear: Array, radius: Array) -> tuple[Array, Array]:
     r"""Exact $\arg\min_{w \in \Delta_K} b^\top w + r\|Lw\|$ with $L^\top L = G$, $b = G\lambda$.
 
     An optimal face with affinely independent gradients always exists (the objective depends on
