@@ -25,8 +25,7 @@ def project_simplex(v: Array) -> Array:
     entries, $t_j = (\sum_{i \le j} u_i - 1)/j$; these rise while the next entry stays above
     them and fall after, so their maximum is the right one, Condat 2016.) A K×K comparison
     replaces the sort, which on CPU dominated a solver iteration at the small K of multi-task
-    learning (the `weigh` column of ``python -m benchmarks.aggregators``, CAME-Grad at K = 8:
-    2.3 ms with the sort, 1.4 ms without).
+    learning (the `weigh` column of ``python -m benchmarks.aggregators`` measures it).
 
     Examples:
       >>> import jax.numpy as jnp
