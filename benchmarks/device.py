@@ -198,7 +198,7 @@ def mlp_steps(widths: Sequence[int], batch: int, budget: float) -> list[dict[str
     def losses(p: Any) -> jax.Array:
         h = x
         for layer in p["layers"]:
-            h = jnp.tanh(h @ layer["w"] + layer["b"])
+            h = jnp.tanh(h @ layer["w"] + layer["b"][None])
         return jnp.mean((h @ p["heads"].T - y) ** 2, axis=0)
 
     weights = jnp.ones(2, jnp.float32)
