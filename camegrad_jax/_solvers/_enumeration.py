@@ -67,8 +67,10 @@ def _best(candidates: Array, sizes: Array, scores: Array, tol: Array) -> Array:
     scores = jnp.where(jnp.isfinite(scores), scores, jnp.inf)
     tied = scores <= jnp.min(scores) + tol
     sparsest = jnp.min(jnp.where(tied, sizes, jnp.inf))
-    chosen = (tied & (sizes == sparsest)).astype(candidates.dtype)
-    return chosen @ candidates / jnp.sum(chosen)
+    chosen = tied & (sizes == sparsest)
+    # where, not a product with 0/1 weights: a discarded candidate may be inf or NaN.
+    picked = jnp.where(chosen[:, None], candidates, 0.0)
+    return jnp.sum(picked, axis=0) / jnp.sum(chosen).astype(candidates.dtype)
 
 
 def _affine_faces(gram: Array, linear: Array) -> tuple[Array, Array, Array, Array]:
