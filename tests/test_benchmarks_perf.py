@@ -16,8 +16,8 @@ import jax
 import pytest
 
 import camegrad_jax as cg
-from benchmarks import _timing as timing
 from benchmarks import _hlo, aggregators, device, scaling, stage1_iterations, train_step
+from benchmarks import _timing as timing
 
 HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
 
