@@ -38,28 +38,29 @@ def solve_masked(matrix: Array, masks: Array, rhs: Array) -> tuple[Array, Array]
     r"""Solve $A_S x = y_S$ on every support $S$ (rows of ``masks``) at once.
 
     $A_S$ is $A$ restricted to $S$, with the identity elsewhere (so $x = 0$ off $S$). The
-    elimination is Gauss–Jordan without pivoting on the augmented rows $[A_S \mid y_S]$,
-    unrolled over the K columns; it is stable for the symmetric positive definite systems it is
-    used on. Step $j$ is one rank-1 update, $B \leftarrow B - (B_{:j} - e_j)\,B_{j:}/B_{jj}$
-    (row $j$ is divided by its pivot, the others lose their column $j$), which XLA fuses into
-    one kernel. Returns the solutions (F, K, R) for ``rhs`` of shape (F, K, R), and whether
-    each system is singular (a pivot at most $K\varepsilon\max|A_{ii}|$), whose solution is
-    then meaningless but finite.
+    elimination is Gauss–Jordan without pivoting, unrolled over the K columns; it is stable for
+    the symmetric positive definite systems it is used on. Step $j$ is one rank-1 update of $A$
+    and of the right-hand sides, $B \leftarrow B - (A_{:j} - e_j)\,B_{j:}/A_{jj}$ (row $j$ is
+    divided by its pivot, the others lose their column $j$), which XLA fuses into few kernels.
+    Returns the solutions (F, K, R) for ``rhs`` of shape (F, K, R), and whether each system is
+    singular (a pivot at most $K\varepsilon\max|A_{ii}|$), whose solution is then meaningless
+    but finite.
     """
     k = matrix.shape[-1]
     outer = masks[:, :, None] * masks[:, None, :]
     a = outer * matrix[None] + jax.vmap(jnp.diag)(1.0 - masks)
-    aug = jnp.concatenate([a, masks[:, :, None] * rhs], axis=-1)
+    x = masks[:, :, None] * rhs
     tol = k * jnp.finfo(matrix.dtype).eps * jnp.max(jnp.abs(jnp.diagonal(matrix)))
     singular = jnp.zeros(masks.shape[0], bool)
     eye = jnp.eye(k, dtype=matrix.dtype)
     for j in range(k):
-        pivot = aug[:, j, j]
+        pivot = a[:, j, j]
         bad = pivot <= tol
         singular = singular | bad
-        col = (aug[:, :, j] - eye[j][None]) / jnp.where(bad, 1.0, pivot)[:, None]
-        aug = aug - col[:, :, None] * aug[:, j, None, :]
-    return aug[:, :, k:], singular
+        col = (a[:, :, j] - eye[j][None]) / jnp.where(bad, 1.0, pivot)[:, None]
+        x = x - col[:, :, None] * x[:, j, None, :]
+        a = a - col[:, :, None] * a[:, j, None, :]
+    return x, singular
 
 
 def _best(candidates: Array, sizes: Array, scores: Array, tol: Array) -> Array:
