@@ -6,7 +6,8 @@ $\lambda$, $g_\lambda = J^\top\lambda$ and $\hat G = L^\top L$:
 
 1. `rectify`: $a = \lambda + (\rho\|g_\lambda\| / \|g_{w^*}\|)\,w^*$, with
    $w^*$ the minimiser over the simplex of
-   $w^\top\hat G\lambda + \rho\|g_\lambda\|\sqrt{w^\top\hat Gw}$.
+   $w^\top\hat G\lambda + \rho\|g_\lambda\|\sqrt{w^\top\hat Gw}$; at the kink
+   $g_{w^*} = 0$, $J^\top a$ is the projection of $g_\lambda$ onto the dual cone.
 2. `inject_energy`: the gain
    $\gamma = \min(\kappa, \sum_i\lambda_i\|g_i\| / \|J^\top a\|)$.
 3. `fuse`: $\nu_t = \min(\nu, \nu_{safe})$, the largest blend towards
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
+from camegrad_jax._qp import QPSolver, project_to_dual_cone
 from camegrad_jax._simplex import DualSolver, psd_sqrt, solve_conflict_dual
 from camegrad_jax._weighting import Weighting
 
@@ -69,16 +71,30 @@ def rectify(
     r"""Stage 1, the conflict-averse anchor $a$ and the dual solution $w^*$.
 
     Solves $\max_d \min_i \langle g_i, d\rangle$ subject to
-    $\|d - g_\lambda\| \le \rho\|g_\lambda\|$ through its dual on the simplex;
-    $a = \lambda$ when $g_{w^*}$ vanishes (then no direction improves every task).
+    $\|d - g_\lambda\| \le \rho\|g_\lambda\|$ through its dual on the simplex, then
+    $a = \lambda + (\rho\|g_\lambda\| / \|g_{w^*}\|)\,w^*$.
+
+    At the dual's kink, $\|g_{w^*}\|$ at most $\sqrt\varepsilon\sum_i w^*_i\|g_i\|$
+    (0 is in the hull of the tasks' gradients: no direction improves them all), the formula
+    breaks down. There $a = \lambda + \mu$ with $\mu \ge 0$ minimising
+    $\|J^\top(\lambda + \mu)\|$, so that $J^\top a$ is the projection of $g_\lambda$
+    onto the dual cone $\{d: Jd \ge 0\}$ (spec §3, stage 1). $\|g_{w^*}\|$ is taken as the
+    smaller of $\|Lw^*\|$ and $\sqrt{w^{*\top}\hat Gw^*}$: the second is exactly 0 on a
+    task whose gradient is 0, which must not get a coefficient of $1/\text{round-off}$.
     """
     task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
     radius = rho * _norm(factor, task_weights)
     w = solve_conflict_dual(gram, factor, gram @ task_weights, radius, w_init, solver)
     w_norm = _norm(factor, w)
-    degenerate = _cancelled(w_norm, w, task_norms)
-    step = jnp.where(degenerate, 0.0, radius / jnp.where(degenerate, 1.0, w_norm))
-    return task_weights + step * w, w
+    form = jnp.sqrt(jnp.maximum(w @ gram @ w, 0.0))
+    kink = _cancelled(jnp.minimum(w_norm, form), w, task_norms)
+    qp_solver = QPSolver(enumerate_up_to=solver.enumerate_up_to)
+    anchor = jax.lax.cond(
+        kink,
+        lambda: project_to_dual_cone(gram, task_weights, qp_solver),
+        lambda: task_weights + (radius / jnp.where(kink, 1.0, w_norm)) * w,
+    )
+    return anchor, w
 
 
 def inject_energy(
@@ -183,7 +199,8 @@ def came(
       rho: conflict radius $\rho \ge 0$, relative to $\|g_\lambda\|$.
       kappa: gain cap $\kappa \ge 1$, or None to switch energy injection off.
       nu: fusion coefficient $\nu \in [0, 1]$.
-      solver: static iteration counts of the stage-1 solver for K > 2.
+      solver: the stage-1 solver: exact and loop-free up to ``solver.enumerate_up_to`` tasks
+        (8), static iteration counts above.
 
     Returns:
       A [`Weighting`][camegrad_jax.Weighting] whose state is a

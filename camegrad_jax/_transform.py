@@ -13,7 +13,14 @@ import optax
 
 from camegrad_jax._came import came
 from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
-from camegrad_jax._gram import all_finite, combine_leaf, gram_dtype, gramian, num_tasks_of
+from camegrad_jax._gram import (
+    all_finite,
+    as_rows,
+    combine_leaf,
+    gram_dtype,
+    gramian,
+    num_tasks_of,
+)
 from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
 from camegrad_jax._representation import RepresentationJacobian
 from camegrad_jax._simplex import DualSolver
@@ -46,6 +53,9 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
     receive $s$ as ``jacobian_scale`` and map their coefficients back to $J$'s scale. The flag
     is False when the Jacobian itself holds NaN or Inf.
     """
+    # The (K, n) views, also in the rescaled branch: handing the leaves themselves to the cond
+    # made XLA:CPU materialise a second, transposed copy of the Jacobian for it.
+    jac = [as_rows(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
     gram = gramian(jac)
     dtype = gram.dtype
     tiny = jnp.finfo(dtype).tiny / jnp.finfo(dtype).eps
@@ -244,7 +254,8 @@ def came_grad(
       num_tasks: K, when ``task_weights`` is not given.
       groups: parameter groups aggregated separately (see
         [`aggregate`][camegrad_jax.aggregate]).
-      solver: static iteration counts of the stage-1 solver for K > 2.
+      solver: the stage-1 solver: exact and loop-free up to ``solver.enumerate_up_to`` tasks
+        (8), static iteration counts above.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.
