@@ -26,6 +26,7 @@ import optax
 from flax import nnx
 
 from camegrad_jax._jacobian import AxisName
+from camegrad_jax._jacobian import losses_and_aux
 from camegrad_jax._jacobian import value_and_jacobian as _value_and_jacobian
 from camegrad_jax._representation import RepresentationJacobian, representation_jacobian
 
@@ -89,8 +90,7 @@ def value_and_jacobian(
             # Rebuilding the non-differentiated variables inside the trace lets the forward
             # pass update them (BatchNorm statistics, RNG counters) on the copy.
             copy = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, rest))
-            out = loss_fn(copy, *args, **kwargs)
-            losses, aux = out if has_aux else (out, None)
+            losses, aux = losses_and_aux(loss_fn(copy, *args, **kwargs), has_aux)
             _, _, new_rest = nnx.split(copy, wrt, ...)  # type: ignore[misc]
             return losses, (aux, new_rest)
 
@@ -170,8 +170,7 @@ def value_and_representation_jacobian(
 
         def heads_fn(p: Any, z: Any, encoded_rest: Any) -> tuple[Any, Any]:
             copy = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, encoded_rest))
-            out = heads(copy, z, *args, **kwargs)
-            losses, aux = out if has_aux else (out, None)
+            losses, aux = losses_and_aux(heads(copy, z, *args, **kwargs), has_aux)
             _, _, new_rest = nnx.split(copy, wrt, ...)  # type: ignore[misc]
             return losses, (aux, new_rest)
 
