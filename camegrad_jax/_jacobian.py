@@ -137,7 +137,9 @@ def losses_and_aux(out: Any, has_aux: bool) -> tuple[Any, Any]:
     if isinstance(losses, tuple | list | dict):
         hint = (
             " If it returns (losses, aux), pass `has_aux=True`."
-            if not has_aux and len(losses) == 2 and jnp.ndim(losses[0]) == 1
+            if not (has_aux or isinstance(losses, dict))
+            and len(losses) == 2
+            and jnp.ndim(losses[0]) == 1
             else ""
         )
         raise TypeError(
