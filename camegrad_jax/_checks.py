@@ -33,7 +33,9 @@ def check_in_range(
     if known is None and value is not None:
         return
     if known is None or not np.issubdtype(known.dtype, np.number):
-        raise TypeError(f"`{name}` must be {expected}; got {value!r} of type {type(value).__name__}.")
+        raise TypeError(
+            f"`{name}` must be {expected}; got {value!r} of type {type(value).__name__}."
+        )
     too_high = high is not None and bool(np.any(known > high))
     if bool(np.any(~np.isfinite(known))) or bool(np.any(known < low)) or too_high:
         raise ValueError(f"`{name}` must be {expected}; got {known.tolist()}.")

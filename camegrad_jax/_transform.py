@@ -254,7 +254,10 @@ def aggregate(
         else:
             direction_tree = jax.tree_util.tree_unflatten(
                 treedef,
-                [combine_leaf(leaf, group_coeffs[g]) for leaf, g in zip(leaves, labels, strict=True)],
+                [
+                    combine_leaf(leaf, group_coeffs[g])
+                    for leaf, g in zip(leaves, labels, strict=True)
+                ],
             )
         finite = finite & all_finite(direction_tree)
         direction_tree = jax.tree_util.tree_map(
