@@ -53,9 +53,10 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
     is too small to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed
     from $J / s$ with $s = 2^e$ the power of two that puts $\max|J|/s$ in $[2, 4)$:
     $J/s$ is then exact, and so is $1/s$, which stays a normal number (a reciprocal of
-    $\max|J|$ itself is subnormal above ~8.5e37 in float32 and flushed to zero under jit). Scale-invariant weightings treat both alike; the others
-    receive $s$ as ``jacobian_scale`` and map their coefficients back to $J$'s scale. The flag
-    is False when the Jacobian itself holds NaN or Inf.
+    $\max|J|$ itself is subnormal above ~8.5e37 in float32 and flushed to zero under jit).
+    Scale-invariant weightings treat both alike; the others receive $s$ as ``jacobian_scale``
+    and map their coefficients back to $J$'s scale. The flag is False when the Jacobian itself
+    holds NaN or Inf.
     """
     gram = gramian(jac)
     dtype = gram.dtype

@@ -27,8 +27,7 @@ import optax
 from flax import nnx
 
 from camegrad_jax._gram import all_finite
-from camegrad_jax._jacobian import AxisName
-from camegrad_jax._jacobian import losses_and_aux
+from camegrad_jax._jacobian import AxisName, losses_and_aux
 from camegrad_jax._jacobian import value_and_jacobian as _value_and_jacobian
 from camegrad_jax._representation import RepresentationJacobian, representation_jacobian
 
