@@ -88,20 +88,21 @@ def run_losses(tx, losses):
 
 
 @pytest.mark.parametrize(
-    ("name", "bad"),
-    [(name, bad) for name in LOSS_BASED for bad in (np.nan, np.inf)] + [("famo", -0.5)],
+    ("name", "bad", "at"),
+    [(name, bad, 2) for name in LOSS_BASED for bad in (np.nan, np.inf)]
+    + [("famo", -0.5, 0), ("famo", -0.5, 2)],
 )
-def test_one_bad_loss_skips_one_step_without_poisoning_the_state(name, bad):
-    """A NaN loss used to enter DWA's and uncertainty's state (FAMO's too, and a negative loss
-    FAMO's) and every later step was skipped. Now the bad step is skipped and the run goes on
+def test_one_bad_loss_skips_one_step_without_poisoning_the_state(name, bad, at):
+    """A NaN loss used to enter DWA's and uncertainty's state, and a negative first loss
+    FAMO's, and every later step was skipped. Now the bad step is skipped and the run goes on
     exactly as if it had not happened."""
     tx = LOSS_BASED[name]
-    poisoned = np.insert(LOSSES, 2, [bad, 0.7], axis=0)
+    poisoned = np.insert(LOSSES, at, [bad, 0.7], axis=0)
     updates, state = run_losses(tx, poisoned)
     expected_updates, expected_state = run_losses(tx, LOSSES)
-    assert_zero(updates[2])
+    assert_zero(updates[at])
     assert skipped(state) == 1
-    assert_trees_equal(updates[3:], expected_updates[2:])
+    assert_trees_equal(updates[:at] + updates[at + 1 :], expected_updates)
     assert_trees_equal(state._replace(skipped_steps=0), expected_state._replace(skipped_steps=0))
 
 
