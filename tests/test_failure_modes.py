@@ -155,6 +155,63 @@ def test_cg_apply_if_finite_skips_a_step_the_aggregation_skipped():
     assert_trees_equal(state.inner_state, state0.inner_state)  # Adam's count did not move
 
 
+# --- 4. finite derivatives of the update ------------------------------------------------------
+
+G1 = np.array([0.6, 0.2, -0.4])
+DEGENERATE = {
+    "identical": np.stack([G1, G1]),
+    "zero": np.zeros((2, 3)),
+    "opposite": np.stack([G1, -G1]),
+    "one-zero": np.stack([G1, np.zeros(3)]),
+}
+GENERIC = np.array([[0.9, -0.3, 0.4], [-0.2, 0.8, 0.5]])
+DIRECTION = np.array([0.3, -0.7, 0.5])
+W = cg.weightings
+# Weighting and the degenerate Jacobians at which its derivative must be finite. CAME-Grad and
+# CAGrad: only J = 0 for now; at the others the K = 2 stage-1 solver's square root of the Gram
+# determinant (0 there) still has an infinite derivative.
+DIFFERENTIABLE = {
+    "came": (W.came(), ["zero"]),
+    "cagrad": (W.cagrad(), ["zero"]),
+    "mean": (W.mean(), list(DEGENERATE)),
+    "mgda": (W.mgda(), list(DEGENERATE)),
+    "pcgrad": (W.pcgrad(), list(DEGENERATE)),
+    "imtl_g": (W.imtl_g(), list(DEGENERATE)),
+    "aligned_mtl": (W.aligned_mtl(), list(DEGENERATE)),
+    "config": (W.config(), list(DEGENERATE)),
+    "gradvac": (W.gradvac(), list(DEGENERATE)),
+}
+
+
+@pytest.mark.parametrize("name", DIFFERENTIABLE)
+def test_derivative_of_the_update_is_finite_and_matches_finite_differences(name):
+    """jax.grad of <d(J), v> through the aggregation (meta-learning through the optimizer):
+    central differences in float64 at a generic J; finite at identical, zero, opposite J and
+    with one zero gradient, where square roots of 0 and eigh of a 0 matrix used to give NaN."""
+    weighting, degenerate = DIFFERENTIABLE[name]
+    tx = cg.aggregate(weighting, num_tasks=2)
+    with jax.enable_x64(True):
+        state = tx.init({"w": jnp.zeros(3, jnp.float64)})
+
+        def along(jac):
+            update, _ = tx.update({"w": jac}, state)
+            return jnp.vdot(update["w"], jnp.asarray(DIRECTION))
+
+        grad = jax.jit(jax.grad(along))
+        h = 1e-6
+        steps = h * np.eye(GENERIC.size).reshape(-1, *GENERIC.shape)
+        values = jax.jit(jax.vmap(along))(
+            jnp.asarray(np.concatenate([GENERIC + steps, GENERIC - steps]))
+        )
+        plus, minus = np.split(np.asarray(values), 2)
+        expected = ((plus - minus) / (2 * h)).reshape(GENERIC.shape)
+        np.testing.assert_allclose(
+            np.asarray(grad(jnp.asarray(GENERIC))), expected, rtol=1e-5, atol=1e-8
+        )
+        for point in degenerate:
+            assert np.all(np.isfinite(np.asarray(grad(jnp.asarray(DEGENERATE[point]))))), point
+
+
 # --- 6. jit and eager agree at the ends of float32 --------------------------------------------
 
 
