@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -95,7 +96,7 @@ def _check_not_in_optax_wrapper() -> None:
     Their own error (a ``lax.cond`` whose branches differ in shape, or a wrong K) would point
     away from the cause. The caller is found on the Python stack, at trace time only.
     """
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__", "").startswith("optax."):
             wrapper = frame.f_code.co_qualname.split(".")[0]
