@@ -6,7 +6,8 @@ program. Timed: ``optax.chain(cg.came_grad(num_tasks=K), optax.adam(1e-3)).updat
 synthetic Jacobian, eager and jitted, round-robin; reported: the medians and their ratio.
 Run::
 
-    python -m benchmarks.eager [--ks 2 8] [--p 100000] [--out outputs/benchmarks/eager.json]
+    python -m benchmarks.eager [--ks 2 8] [--p 100000] [--budget 2]
+                               [--out outputs/benchmarks/eager.json]
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--p", type=int, default=100_000)
+    parser.add_argument("--budget", type=float, default=2.0, help="timing seconds per K")
     parser.add_argument("--out", default="outputs/benchmarks/eager.json")
     args = parser.parse_args(argv)
-    rows = [measure(k, args.p) for k in args.ks]
+    rows = [measure(k, args.p, args.budget) for k in args.ks]
     for row in rows:
         print(
             f"K={row['k']:3d} P={row['p']}: eager {row['eager_ms']:9.2f} ms, "
