@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
+from camegrad_jax._numerics import normalised_gram, safe_norm, safe_sqrt
 from camegrad_jax._qp import QPSolver, project_to_dual_cone
 from camegrad_jax._simplex import DualSolver, psd_sqrt, solve_conflict_dual
 from camegrad_jax._weighting import Weighting
@@ -50,8 +51,7 @@ class CameState(NamedTuple):
 
 def _norm(factor: Array, coeffs: Array) -> Array:
     r"""$\|J^\top x\|$ in normalised units, computed as $\|Lx\|$ (no cancelling)."""
-    z = factor @ coeffs
-    return jnp.sqrt(jnp.sum(z * z))
+    return safe_norm(factor @ coeffs)
 
 
 def _cancelled(length: Array, coeffs: Array, task_norms: Array) -> Array:
@@ -82,11 +82,11 @@ def rectify(
     smaller of $\|Lw^*\|$ and $\sqrt{w^{*\top}\hat Gw^*}$: the second is exactly 0 on a
     task whose gradient is 0, which must not get a coefficient of $1/\text{round-off}$.
     """
-    task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    task_norms = safe_sqrt(jnp.diagonal(gram))
     radius = rho * _norm(factor, task_weights)
     w = solve_conflict_dual(gram, factor, gram @ task_weights, radius, w_init, solver)
     w_norm = _norm(factor, w)
-    form = jnp.sqrt(jnp.maximum(w @ gram @ w, 0.0))
+    form = safe_sqrt(w @ gram @ w)
     kink = _cancelled(jnp.minimum(w_norm, form), w, task_norms)
     qp_solver = QPSolver(enumerate_up_to=solver.enumerate_up_to)
     anchor = jax.lax.cond(
@@ -107,7 +107,7 @@ def inject_energy(
     """
     if kappa is None:
         return jnp.ones((), gram.dtype)
-    task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    task_norms = safe_sqrt(jnp.diagonal(gram))
     energy = task_weights @ task_norms
     length = _norm(factor, anchor)
     degenerate = _cancelled(length, anchor, task_norms)
@@ -134,7 +134,7 @@ def fuse(gram: Array, task_weights: Array, scaled_anchor: Array, nu: Array) -> A
 
 def cosines(gram: Array) -> Array:
     r"""Pairwise cosines $G_{ij} / \sqrt{G_{ii}G_{jj}}$ (0 for a zero gradient)."""
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    norms = safe_sqrt(jnp.diagonal(gram))
     outer = norms[:, None] * norms[None, :]
     return jnp.where(outer > 0.0, gram / jnp.where(outer > 0.0, outer, 1.0), 0.0)
 
@@ -153,9 +153,7 @@ def came_coefficients(
     A Gram matrix with zero (or non-finite) trace means every gradient is zero: the coefficients
     are then $\lambda$ (the update is zero whatever they are) and $w^*$ is kept.
     """
-    trace = jnp.trace(gram)
-    valid = (trace > 0.0) & jnp.isfinite(trace)
-    gram_hat = gram / jnp.where(valid, trace, 1.0)
+    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
     factor = psd_sqrt(gram_hat)
     anchor, w = rectify(gram_hat, factor, task_weights, rho, state.dual_weights, solver)
     gain = inject_energy(gram_hat, factor, task_weights, anchor, kappa)

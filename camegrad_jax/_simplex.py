@@ -11,6 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from camegrad_jax._numerics import safe_sqrt
 from camegrad_jax._solvers import _enumeration
 
 Array = jax.Array
@@ -44,7 +45,7 @@ def psd_sqrt(gram: Array) -> Array:
     that makes the quadratic form meaningless in float32 near its null space.
     """
     eigvals, eigvecs = jnp.linalg.eigh(gram)
-    return jnp.sqrt(jnp.maximum(eigvals, 0.0))[:, None] * eigvecs.T
+    return safe_sqrt(eigvals)[:, None] * eigvecs.T
 
 
 def _norm(x: Array) -> Array:

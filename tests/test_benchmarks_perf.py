@@ -1,4 +1,5 @@
-"""Fast checks of the benchmarks (aggregators, scaling, train_step, stage1_iterations, device).
+"""Fast checks of the benchmarks (aggregators, scaling, train_step, stage1_iterations, device,
+eager).
 
 Each script runs its smallest configuration (for the timing ones K = 2, a few hundred parameters;
 for stage1_iterations its ``--quick`` cases) with a very short timing budget through its
@@ -16,7 +17,7 @@ import jax
 import pytest
 
 import camegrad_jax as cg
-from benchmarks import _hlo, aggregators, device, scaling, stage1_iterations, train_step
+from benchmarks import _hlo, aggregators, device, eager, scaling, stage1_iterations, train_step
 from benchmarks import _timing as timing
 
 HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
@@ -140,6 +141,15 @@ def test_scaling_smallest_run(tmp_path):
     assert payload["targets"]["slope_in_p"]["met"] is None  # no P >= 1e5 here
     assert payload["targets"]["solve_share"]["met"] is None  # no P = 1e6 here
     assert payload["plot"].endswith(".png")
+
+
+def test_eager_smallest_run(tmp_path):
+    out = tmp_path / "eager.json"
+    payload = eager.main(["--ks", "2", "--p", "300", "--budget", "0.01", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    (row,) = payload["rows"]
+    assert (row["k"], row["p"]) == (2, 300)
+    assert row["eager_ms"] > row["jit_ms"] > 0 and row["ratio"] > 1
 
 
 def test_scaling_fits_slopes():

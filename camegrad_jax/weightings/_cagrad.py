@@ -26,6 +26,7 @@ import optax
 
 from camegrad_jax._came import rectify
 from camegrad_jax._checks import check_in_range, concrete
+from camegrad_jax._numerics import normalised_gram
 from camegrad_jax._simplex import DualSolver, psd_sqrt
 from camegrad_jax._weighting import Weighting
 
@@ -47,9 +48,7 @@ def cagrad_coefficients(
     trace gives $\mathbf 1/K$ (the update is zero).
     """
     num_tasks = gram.shape[-1]
-    trace = jnp.trace(gram)
-    valid = (trace > 0.0) & jnp.isfinite(trace)
-    gram_hat = jnp.where(valid, gram / jnp.where(valid, trace, 1.0), 0.0)
+    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
     mean = jnp.full((num_tasks,), 1.0 / num_tasks, gram.dtype)
     anchor, _ = rectify(gram_hat, psd_sqrt(gram_hat), mean, c, mean, solver)
     divisor = jnp.where(rescale == 0, 1.0, jnp.where(rescale == 1, 1.0 + c * c, 1.0 + c))
