@@ -21,9 +21,10 @@ def safe_sqrt(x: Array) -> Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def safe_norm(x: Array) -> Array:
-    r"""$\|x\|_2$ of a vector, with derivative 0 (not NaN) at $x = 0$."""
-    return safe_sqrt(jnp.sum(x * x))
+def safe_norm(x: Array, axis: int | None = None) -> Array:
+    r"""$\|x\|_2$ of a vector (or of each slice along ``axis``), with derivative 0 (not NaN)
+    at $x = 0$."""
+    return safe_sqrt(jnp.sum(x * x, axis=axis))
 
 
 def normalised_gram(gram: Array, divisor: Array) -> tuple[Array, Array]:

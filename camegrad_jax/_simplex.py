@@ -69,7 +69,7 @@ def conflict_dual_pair(gram: Array, linear: Array, radius: Array) -> Array:
     delta = linear[0] - linear[1]
     slack = radius**2 * a - delta**2
     interior = slack > 0.0
-    u = -delta * jnp.sqrt(det / jnp.where(interior, slack, 1.0))
+    u = -delta * safe_sqrt(jnp.where(interior, det, 0.0) / jnp.where(interior, slack, 1.0))
     t_root = (u - b) / jnp.where(interior, a, 1.0)
     t_vertex = jnp.where(delta > 0.0, 0.0, jnp.where(delta < 0.0, 1.0, 0.5))
     t = jnp.clip(jnp.where(interior, t_root, t_vertex), 0.0, 1.0)

@@ -158,38 +158,57 @@ def test_cg_apply_if_finite_skips_a_step_the_aggregation_skipped():
 # --- 4. finite derivatives of the update ------------------------------------------------------
 
 G1 = np.array([0.6, 0.2, -0.4])
+G2 = np.array([-0.2, 0.5, 0.9])
+# By number of tasks: K = 2 is stage 1's closed form, K = 3 its support enumeration. At K = 3,
+# "opposite" (g1 = -g2, with a third task) is a stage-1 kink, and the zero gradient comes first
+# ([G1, 0, G2] happened to stay finite even with the enumeration's plain norms).
 DEGENERATE = {
-    "identical": np.stack([G1, G1]),
-    "zero": np.zeros((2, 3)),
-    "opposite": np.stack([G1, -G1]),
-    "one-zero": np.stack([G1, np.zeros(3)]),
+    2: {
+        "identical": np.stack([G1, G1]),
+        "zero": np.zeros((2, 3)),
+        "opposite": np.stack([G1, -G1]),
+        "one-zero": np.stack([G1, np.zeros(3)]),
+    },
+    3: {
+        "identical": np.stack([G1, G1, G1]),
+        "zero": np.zeros((3, 3)),
+        "opposite": np.stack([G1, -G1, G2]),
+        "one-zero": np.stack([np.zeros(3), G1, G2]),
+    },
 }
-GENERIC = np.array([[0.9, -0.3, 0.4], [-0.2, 0.8, 0.5]])
+GENERIC = {
+    2: np.array([[0.9, -0.3, 0.4], [-0.2, 0.8, 0.5]]),
+    3: np.array([[0.9, -0.3, 0.4], [-0.2, 0.8, 0.5], [0.1, 0.2, -0.7]]),
+}
 DIRECTION = np.array([0.3, -0.7, 0.5])
 W = cg.weightings
-# Weighting and the degenerate Jacobians at which its derivative must be finite. CAME-Grad and
-# CAGrad: only J = 0 for now; at the others the K = 2 stage-1 solver's square root of the Gram
-# determinant (0 there) still has an infinite derivative.
+EVERY_POINT = list(DEGENERATE[2])
+# Weighting, the degenerate Jacobians at which its derivative must be finite, and the numbers
+# of tasks checked.
 DIFFERENTIABLE = {
-    "came": (W.came(), ["zero"]),
-    "cagrad": (W.cagrad(), ["zero"]),
-    "mean": (W.mean(), list(DEGENERATE)),
-    "mgda": (W.mgda(), list(DEGENERATE)),
-    "pcgrad": (W.pcgrad(), list(DEGENERATE)),
-    "imtl_g": (W.imtl_g(), list(DEGENERATE)),
-    "aligned_mtl": (W.aligned_mtl(), list(DEGENERATE)),
-    "config": (W.config(), list(DEGENERATE)),
-    "gradvac": (W.gradvac(), list(DEGENERATE)),
+    "came": (W.came(), EVERY_POINT, (2, 3)),
+    "cagrad": (W.cagrad(), EVERY_POINT, (2, 3)),
+    "mean": (W.mean(), EVERY_POINT, (2,)),
+    "mgda": (W.mgda(), EVERY_POINT, (2,)),
+    "pcgrad": (W.pcgrad(), EVERY_POINT, (2,)),
+    "imtl_g": (W.imtl_g(), EVERY_POINT, (2,)),
+    "aligned_mtl": (W.aligned_mtl(), EVERY_POINT, (2,)),
+    "config": (W.config(), EVERY_POINT, (2,)),
+    "gradvac": (W.gradvac(), EVERY_POINT, (2,)),
 }
 
 
-@pytest.mark.parametrize("name", DIFFERENTIABLE)
-def test_derivative_of_the_update_is_finite_and_matches_finite_differences(name):
+@pytest.mark.parametrize(
+    ("name", "num_tasks"),
+    [(name, k) for name, (_, _, ks) in DIFFERENTIABLE.items() for k in ks],
+)
+def test_derivative_of_the_update_is_finite_and_matches_finite_differences(name, num_tasks):
     """jax.grad of <d(J), v> through the aggregation (meta-learning through the optimizer):
     central differences in float64 at a generic J; finite at identical, zero, opposite J and
     with one zero gradient, where square roots of 0 and eigh of a 0 matrix used to give NaN."""
-    weighting, degenerate = DIFFERENTIABLE[name]
-    tx = cg.aggregate(weighting, num_tasks=2)
+    weighting, degenerate, _ = DIFFERENTIABLE[name]
+    generic = GENERIC[num_tasks]
+    tx = cg.aggregate(weighting, num_tasks=num_tasks)
     with jax.enable_x64(True):
         state = tx.init({"w": jnp.zeros(3, jnp.float64)})
 
@@ -199,17 +218,18 @@ def test_derivative_of_the_update_is_finite_and_matches_finite_differences(name)
 
         grad = jax.jit(jax.grad(along))
         h = 1e-6
-        steps = h * np.eye(GENERIC.size).reshape(-1, *GENERIC.shape)
+        steps = h * np.eye(generic.size).reshape(-1, *generic.shape)
         values = jax.jit(jax.vmap(along))(
-            jnp.asarray(np.concatenate([GENERIC + steps, GENERIC - steps]))
+            jnp.asarray(np.concatenate([generic + steps, generic - steps]))
         )
         plus, minus = np.split(np.asarray(values), 2)
-        expected = ((plus - minus) / (2 * h)).reshape(GENERIC.shape)
+        expected = ((plus - minus) / (2 * h)).reshape(generic.shape)
         np.testing.assert_allclose(
-            np.asarray(grad(jnp.asarray(GENERIC))), expected, rtol=1e-5, atol=1e-8
+            np.asarray(grad(jnp.asarray(generic))), expected, rtol=1e-5, atol=1e-8
         )
         for point in degenerate:
-            assert np.all(np.isfinite(np.asarray(grad(jnp.asarray(DEGENERATE[point]))))), point
+            jac = jnp.asarray(DEGENERATE[num_tasks][point])
+            assert np.all(np.isfinite(np.asarray(grad(jac)))), point
 
 
 # --- 6. jit and eager agree at the ends of float32 --------------------------------------------

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from camegrad_jax._numerics import safe_norm
+
 Array = jax.Array
 
 
@@ -117,20 +119,20 @@ def conflict_dual(gram: Array, factor: Array, linear: Array, radius: Array) -> t
     """
     k = gram.shape[-1]
     masks, w1, u, singular = _affine_faces(gram, linear)
-    s1 = jnp.linalg.norm(w1 @ factor.T, axis=-1, keepdims=True)
+    s1 = safe_norm(w1 @ factor.T, axis=-1)[:, None]
     slack = radius**2 - jnp.sum((u @ factor.T) ** 2, axis=-1, keepdims=True)
     smooth_ok = slack > 0.0
     smooth = w1 + u * s1 / jnp.sqrt(jnp.where(smooth_ok, slack, 1.0))
     candidates, valid = _on_simplex(
         jnp.concatenate([w1, smooth]), jnp.concatenate([~singular, ~singular & smooth_ok[:, 0]])
     )
-    scores = candidates @ linear + radius * jnp.linalg.norm(candidates @ factor.T, axis=-1)
+    scores = candidates @ linear + radius * safe_norm(candidates @ factor.T, axis=-1)
     scale = jnp.max(jnp.abs(linear)) + radius * jnp.sqrt(jnp.max(jnp.diagonal(gram)))
     tol = 4.0 * k * jnp.finfo(gram.dtype).eps * scale
     sizes = jnp.sum(masks, axis=-1)
     w = _best(candidates, jnp.concatenate([sizes, sizes]), jnp.where(valid, scores, jnp.inf), tol)
 
-    length = jnp.linalg.norm(factor @ w)
+    length = safe_norm(factor @ w)
     grad = linear + radius * (gram @ w) / jnp.where(length > 0.0, length, 1.0)
     gap = jnp.where(length > 0.0, grad @ w - jnp.min(grad), 0.0)
     return w, gap
@@ -144,7 +146,7 @@ def min_norm(gram: Array, factor: Array) -> tuple[Array, Array]:
     k = gram.shape[-1]
     masks, w1, _, singular = _affine_faces(gram, jnp.zeros(k, gram.dtype))
     candidates, valid = _on_simplex(w1, ~singular)
-    scores = jnp.linalg.norm(candidates @ factor.T, axis=-1)
+    scores = safe_norm(candidates @ factor.T, axis=-1)
     tol = 4.0 * k * jnp.finfo(gram.dtype).eps * jnp.sqrt(jnp.max(jnp.diagonal(gram)))
     w = _best(candidates, jnp.sum(masks, axis=-1), jnp.where(valid, scores, jnp.inf), tol)
     grad = gram @ w
@@ -167,8 +169,8 @@ def nonneg_qp(gram: Array, factor: Array, anchor: Array) -> tuple[Array, Array]:
     sol, singular = solve_masked(gram, masks, -jnp.broadcast_to(linear, masks.shape)[..., None])
     candidates = jnp.concatenate([jnp.maximum(sol[..., 0], 0.0), jnp.zeros((1, k), dtype)])
     valid = jnp.concatenate([~singular, jnp.ones((1,), bool)])
-    scores = jnp.linalg.norm((anchor[None] + candidates) @ factor.T, axis=-1)
-    scale = jnp.linalg.norm(factor @ anchor) + jnp.sqrt(jnp.max(jnp.diagonal(gram)))
+    scores = safe_norm((anchor[None] + candidates) @ factor.T, axis=-1)
+    scale = safe_norm(factor @ anchor) + jnp.sqrt(jnp.max(jnp.diagonal(gram)))
     tol = 4.0 * k * jnp.finfo(dtype).eps * scale
     sizes = jnp.concatenate([jnp.sum(masks, axis=-1), jnp.zeros((1,), dtype)])
     x = _best(candidates, sizes, jnp.where(valid, scores, jnp.inf), tol)
