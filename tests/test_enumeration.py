@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
-from helpers import came_np, dual_jit, update_distance
-from test_simplex import KINK_TOL, _gap, _problem, _scale, at_kink
+from helpers import came_np, update_distance
+from test_simplex import KINK_TOL, _gap, _problem, _scale, assert_no_worse_than_grid, at_kink
 
 import camegrad_jax as cg
 from camegrad_jax._simplex import DualSolver, psd_sqrt
@@ -59,16 +59,7 @@ def test_stage1_k3_beats_a_fine_grid():
         jac = ref.sample_jacobian(rng, 3, 6, rng.integers(1, 4))
         jac[2] *= -rng.uniform(0.2, 2.0)
         weights = rng.uniform(0.2, 3.0, 3)
-        gram_hat, weights = _problem(jac, weights)
-        w = dual_jit(
-            jnp.asarray(gram_hat, jnp.float32),
-            jnp.asarray(weights, jnp.float32),
-            jnp.float32(0.5),
-            jnp.full((3,), 1.0 / 3),
-        )
-        ours = ref.dual_objective(gram_hat, weights, 0.5, np.asarray(w, np.float64))
-        _, grid_value = ref.grid_dual(gram_hat, weights, 0.5, 600)
-        assert ours <= grid_value + 1e-6 * _scale(gram_hat, weights, 0.5)
+        assert_no_worse_than_grid(*_problem(jac, weights), 600)
 
 
 def test_support_masks_enumerate_every_non_empty_subset():
