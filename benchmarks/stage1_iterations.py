@@ -1,7 +1,10 @@
 """What CAME-Grad's stage-1 primal–dual iterations buy: accuracy against cost, per iteration count.
 
-The stage-1 dual is solved by ``DualSolver(pdhg_iters, active_set_rounds)``: primal–dual
-iterations, then exact active-set rounds. For each iteration count, the float32 solver runs on
+Above ``DualSolver.enumerate_up_to`` (K > 8) the stage-1 dual is solved by
+``DualSolver(pdhg_iters, active_set_rounds)``: primal–dual iterations, then exact active-set
+rounds. Here that iterative path is forced for every K (``enumerate_up_to=2``; the exact
+enumeration is compared with it by ``python -m benchmarks.device``). For each iteration count,
+the float32 solver runs on
 the test suite's stage-1 cases (``tests/test_simplex.py``: K in {2, 3, 5, 16, 64}, every rank,
 conflicting, Pareto-stationary and weighted Jacobians, ρ in {0.5, 2}); its dual objective is
 compared with the float64 oracle (``tests/reference.py``, Clarabel, polished) as a relative gap.
@@ -38,6 +41,11 @@ ITERS = (250, 500, 1000, 2000)
 TIMED_KS = (4, 16)
 
 
+def _iterative(pdhg_iters: int) -> cg.DualSolver:
+    """The iterative stage-1 solver with ``pdhg_iters`` iterations, for every K."""
+    return cg.DualSolver(pdhg_iters=pdhg_iters, enumerate_up_to=2)
+
+
 def _solver(solver: cg.DualSolver) -> Any:
     """The jitted stage-1 solve on a normalised Gram matrix, as in the library's CAME-Grad."""
 
@@ -54,7 +62,7 @@ def _solver(solver: cg.DualSolver) -> Any:
 
 def worst_gaps(iters: tuple[int, ...], cases: list[Any]) -> dict[int, dict[str, float]]:
     """Per iteration count, the worst relative gap on smooth and on kink cases."""
-    solvers = {n: _solver(cg.DualSolver(pdhg_iters=n)) for n in iters}
+    solvers = {n: _solver(_iterative(n)) for n in iters}
     worst = {n: {"smooth": 0.0, "kink": 0.0} for n in iters}
     for _, jac, weights in cases:
         for rho in RHOS:
@@ -78,7 +86,7 @@ def solve_times(iters: tuple[int, ...], ks: tuple[int, ...], budget: float) -> d
         gram = jnp.asarray(jac @ jac.T, jnp.float32)
         fns = {}
         for n in iters:
-            weigh = timing.weigh_fn(cg.weightings.came(solver=cg.DualSolver(pdhg_iters=n)), k)
+            weigh = timing.weigh_fn(cg.weightings.came(solver=_iterative(n)), k)
             fns[str(n)] = lambda weigh=weigh, gram=gram: weigh(gram)
         times[k] = timing.interleaved_times(fns, budget_s=budget)
     return times

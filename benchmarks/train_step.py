@@ -38,7 +38,7 @@ import camegrad_jax as cg
 from benchmarks._timing import interleaved_times, machine, write_json
 from camegrad_jax import nnx as cgnnx
 from examples.rrg.models import build_model
-from examples.rrg.objectives import feature_losses, scalarised, task_losses
+from examples.rrg.objectives import feature_losses, task_losses
 from examples.rrg.observations import NUM_CLASSES, NUM_OBSERVATIONS
 
 TASK_WEIGHTS = (1.0, 4.0)
@@ -56,9 +56,9 @@ def make_batch(batch_size: int, image_size: int, seq_len: int, vocab: int) -> di
     }
 
 
-def weighted_sum() -> optax.GradientTransformation:
+def weighted_sum(task_weights: Sequence[float] = TASK_WEIGHTS) -> optax.GradientTransformation:
     """$\\sum_k \\lambda_k J_k$ leaf by leaf: the cheapest use of a full Jacobian."""
-    weights = jnp.asarray(TASK_WEIGHTS, jnp.float32)
+    weights = jnp.asarray(task_weights, jnp.float32)
 
     def update(jac: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
         del params
@@ -71,30 +71,54 @@ def encoder(model: Any, batch: dict) -> jax.Array:
     return model.features(batch["images"])
 
 
-def gradients(method: str) -> Callable[[Any, dict], Any]:
-    """``(model, batch) -> gradient-like input of the optimizer`` for one method."""
+def gradients(
+    method: str,
+    losses: Callable[..., Any] = task_losses,
+    task_weights: Sequence[float] = TASK_WEIGHTS,
+) -> Callable[[Any, dict], Any]:
+    """``(model, batch) -> gradient-like input of the optimizer`` for one method.
+
+    ``losses(model, batch)`` returns the (K,) task losses and an aux; ``task_weights`` are LS's.
+    """
     if method == "ls":
-        grad = nnx.grad(scalarised(TASK_WEIGHTS), has_aux=True)
+        weights = jnp.asarray(task_weights, jnp.float32)
+
+        def objective(model: Any, batch: dict) -> tuple[jax.Array, jax.Array]:
+            values, _ = losses(model, batch)
+            return weights @ values, values
+
+        grad = nnx.grad(objective, has_aux=True)
         return lambda model, batch: grad(model, batch)[0]
     if method == "representation_came":
         rep = cgnnx.value_and_representation_jacobian(encoder, feature_losses, has_aux=True)
         return lambda model, batch: rep(model, batch)[1]
     chunk = 1 if method == "chunked_came" else None
-    jac = cgnnx.value_and_jacobian(task_losses, has_aux=True, chunk_size=chunk)
+    jac = cgnnx.value_and_jacobian(losses, has_aux=True, chunk_size=chunk)
     return lambda model, batch: jac(model, batch)[1]
 
 
-def transformation(method: str) -> optax.GradientTransformation:
+def transformation(
+    method: str, task_weights: Sequence[float] = TASK_WEIGHTS
+) -> optax.GradientTransformation:
     adamw = optax.adamw(1e-3, weight_decay=0.05)
     if method == "ls":
         return adamw
     if method == "jacobian_sum":
-        return optax.chain(weighted_sum(), adamw)
-    return optax.chain(cg.came_grad(task_weights=jnp.asarray(TASK_WEIGHTS)), adamw)
+        return optax.chain(weighted_sum(task_weights), adamw)
+    return optax.chain(cg.came_grad(task_weights=jnp.asarray(task_weights)), adamw)
 
 
-def make_step(method: str, size: dict[str, int]) -> tuple[Callable[[], Any], int]:
-    """A zero-argument jitted step and XLA's memory estimate of it, in bytes."""
+def make_step(
+    method: str,
+    size: dict[str, int],
+    losses: Callable[..., Any] = task_losses,
+    task_weights: Sequence[float] = TASK_WEIGHTS,
+) -> tuple[Callable[[], Any], Any]:
+    """A zero-argument jitted step and XLA's compiled program of it (`memory_bytes`).
+
+    ``losses`` and ``task_weights`` default to the demo's two tasks (``benchmarks.device``
+    splits the classification loss into more).
+    """
     model = build_model(
         "cnn_transformer",
         vocab_size=size["vocab"],
@@ -103,9 +127,9 @@ def make_step(method: str, size: dict[str, int]) -> tuple[Callable[[], Any], int
         num_layers=size["num_layers"],
         rngs=nnx.Rngs(0),
     )
-    optimizer = nnx.Optimizer(model, transformation(method), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, transformation(method, task_weights), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
-    grads_of = gradients(method)
+    grads_of = gradients(method, losses, task_weights)
 
     @jax.jit
     def step(state: Any, batch: dict) -> Any:
@@ -114,9 +138,13 @@ def make_step(method: str, size: dict[str, int]) -> tuple[Callable[[], Any], int
         return nnx.state((model, optimizer))
 
     batch = make_batch(size["batch_size"], size["image_size"], size["seq_len"], size["vocab"])
-    memory = step.lower(state, batch).compile().memory_analysis()
-    used = int(memory.temp_size_in_bytes + memory.output_size_in_bytes) if memory else -1
-    return (lambda: step(state, batch)), used
+    return (lambda: step(state, batch)), step.lower(state, batch).compile()
+
+
+def memory_bytes(compiled: Any) -> int:
+    """XLA's memory estimate of a compiled step: temporary buffers plus outputs (-1 if none)."""
+    memory = compiled.memory_analysis()
+    return int(memory.temp_size_in_bytes + memory.output_size_in_bytes) if memory else -1
 
 
 SIZES = {
@@ -148,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     size = SIZES["quick" if args.quick else "default"]
     steps, memory = {}, {}
     for method in METHODS:
-        steps[method], memory[method] = make_step(method, size)
+        steps[method], compiled = make_step(method, size)
+        memory[method] = memory_bytes(compiled)
     budget = args.budget if args.budget is not None else (1.0 if args.quick else 30.0)
     times = interleaved_times(steps, budget_s=budget)
     ls, summed = times["ls"]["median_ms"], times["jacobian_sum"]["median_ms"]

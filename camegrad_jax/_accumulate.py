@@ -44,6 +44,12 @@ def _num_tasks_of_state(inner_state: Any) -> int:
     return sizes.pop()
 
 
+def _skipped_steps(inner_state: Any) -> Array:
+    """The total of the ``skipped_steps`` counters of the aggregations inside ``inner_state``."""
+    found = optax.tree.get_all_with_path(inner_state, "AggregateState")
+    return sum((state.skipped_steps for _, state in found), start=jnp.zeros((), jnp.int32))
+
+
 class AccumulateState(NamedTuple):
     """State of [`accumulate`][camegrad_jax.accumulate].
 
@@ -231,12 +237,14 @@ def apply_if_finite(
 ) -> optax.GradientTransformationExtraArgs:
     """``optax.apply_if_finite`` for a chain that aggregates: skips the whole step on NaN or Inf.
 
-    When any leaf of the incoming (stacked) Jacobian, or of a
+    The step is skipped when any leaf of the incoming (stacked) Jacobian, or of a
     [`RepresentationJacobian`][camegrad_jax.RepresentationJacobian]'s features, is not
-    finite, the update is zero, shaped
-    like ``inner``'s output, and ``inner``'s state is left as it was, so Adam's moments and
-    count do not move either (an aggregation alone zeroes the update but lets the optimisers
-    after it step on that zero). After more than ``max_consecutive_errors`` non-finite steps
+    finite, when an aggregation inside ``inner`` skipped it (its ``skipped_steps`` moved: a
+    non-finite loss, coefficient or combined update $J^\top c$, e.g. a float16 update beyond
+    65504), or when ``inner``'s update is not finite. The update is then zero, shaped like
+    ``inner``'s output, and ``inner``'s state is left as it was, so Adam's moments and count do
+    not move either (an aggregation alone zeroes the update but lets the optimisers after it
+    step on that zero). After more than ``max_consecutive_errors`` non-finite steps
     in a row the step is applied anyway, as in optax. The state is optax's
     ``ApplyIfFiniteState``: ``optax.tree.get(state, "total_notfinite")`` counts the skips.
 
@@ -271,20 +279,17 @@ def apply_if_finite(
     def update(
         updates: Any, state: optax.ApplyIfFiniteState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, optax.ApplyIfFiniteState]:
-        # A RepresentationJacobian is checked on its features; should its backward pass
-        # overflow, the aggregation itself zeroes the update.
         checked = updates.features if isinstance(updates, RepresentationJacobian) else updates
-        finite = all_finite(checked)
+        new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        skipped = _skipped_steps(inner_state) != _skipped_steps(state.inner_state)
+        finite = all_finite(checked) & all_finite(new_updates) & ~skipped
         notfinite_count = jnp.where(finite, 0, optax.safe_increment(state.notfinite_count))
-
-        def apply() -> tuple[Any, Any]:
-            return inner.update(updates, state.inner_state, params, **extra_args)
-
-        out_shapes, _ = jax.eval_shape(apply)
-        new_updates, inner_state = jax.lax.cond(
-            finite | (notfinite_count > max_consecutive_errors),
-            apply,
-            lambda: (_zeros_like_shapes(out_shapes), state.inner_state),
+        apply = finite | (notfinite_count > max_consecutive_errors)
+        new_updates = jax.tree_util.tree_map(
+            lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates
+        )
+        inner_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(apply, new, old), inner_state, state.inner_state
         )
         return new_updates, optax.ApplyIfFiniteState(
             notfinite_count=notfinite_count,

@@ -6,7 +6,8 @@ $\lambda$, $g_\lambda = J^\top\lambda$ and $\hat G = L^\top L$:
 
 1. `rectify`: $a = \lambda + (\rho\|g_\lambda\| / \|g_{w^*}\|)\,w^*$, with
    $w^*$ the minimiser over the simplex of
-   $w^\top\hat G\lambda + \rho\|g_\lambda\|\sqrt{w^\top\hat Gw}$.
+   $w^\top\hat G\lambda + \rho\|g_\lambda\|\sqrt{w^\top\hat Gw}$; at the kink
+   $g_{w^*} = 0$, $J^\top a$ is the projection of $g_\lambda$ onto the dual cone.
 2. `inject_energy`: the gain
    $\gamma = \min(\kappa, \sum_i\lambda_i\|g_i\| / \|J^\top a\|)$.
 3. `fuse`: $\nu_t = \min(\nu, \nu_{safe})$, the largest blend towards
@@ -24,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
+from camegrad_jax._numerics import normalised_gram, safe_norm, safe_sqrt
+from camegrad_jax._qp import QPSolver, project_to_dual_cone
 from camegrad_jax._simplex import DualSolver, psd_sqrt, solve_conflict_dual
 from camegrad_jax._weighting import Weighting
 
@@ -48,8 +51,7 @@ class CameState(NamedTuple):
 
 def _norm(factor: Array, coeffs: Array) -> Array:
     r"""$\|J^\top x\|$ in normalised units, computed as $\|Lx\|$ (no cancelling)."""
-    z = factor @ coeffs
-    return jnp.sqrt(jnp.sum(z * z))
+    return safe_norm(factor @ coeffs)
 
 
 def _cancelled(length: Array, coeffs: Array, task_norms: Array) -> Array:
@@ -69,16 +71,30 @@ def rectify(
     r"""Stage 1, the conflict-averse anchor $a$ and the dual solution $w^*$.
 
     Solves $\max_d \min_i \langle g_i, d\rangle$ subject to
-    $\|d - g_\lambda\| \le \rho\|g_\lambda\|$ through its dual on the simplex;
-    $a = \lambda$ when $g_{w^*}$ vanishes (then no direction improves every task).
+    $\|d - g_\lambda\| \le \rho\|g_\lambda\|$ through its dual on the simplex, then
+    $a = \lambda + (\rho\|g_\lambda\| / \|g_{w^*}\|)\,w^*$.
+
+    At the dual's kink, $\|g_{w^*}\|$ at most $\sqrt\varepsilon\sum_i w^*_i\|g_i\|$
+    (0 is in the hull of the tasks' gradients: no direction improves them all), the formula
+    breaks down. There $a = \lambda + \mu$ with $\mu \ge 0$ minimising
+    $\|J^\top(\lambda + \mu)\|$, so that $J^\top a$ is the projection of $g_\lambda$
+    onto the dual cone $\{d: Jd \ge 0\}$ (spec §3, stage 1). $\|g_{w^*}\|$ is taken as the
+    smaller of $\|Lw^*\|$ and $\sqrt{w^{*\top}\hat Gw^*}$: the second is exactly 0 on a
+    task whose gradient is 0, which must not get a coefficient of $1/\text{round-off}$.
     """
-    task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    task_norms = safe_sqrt(jnp.diagonal(gram))
     radius = rho * _norm(factor, task_weights)
     w = solve_conflict_dual(gram, factor, gram @ task_weights, radius, w_init, solver)
     w_norm = _norm(factor, w)
-    degenerate = _cancelled(w_norm, w, task_norms)
-    step = jnp.where(degenerate, 0.0, radius / jnp.where(degenerate, 1.0, w_norm))
-    return task_weights + step * w, w
+    form = safe_sqrt(w @ gram @ w)
+    kink = _cancelled(jnp.minimum(w_norm, form), w, task_norms)
+    qp_solver = QPSolver(enumerate_up_to=solver.enumerate_up_to)
+    anchor = jax.lax.cond(
+        kink,
+        lambda: project_to_dual_cone(gram, task_weights, qp_solver),
+        lambda: task_weights + (radius / jnp.where(kink, 1.0, w_norm)) * w,
+    )
+    return anchor, w
 
 
 def inject_energy(
@@ -91,7 +107,7 @@ def inject_energy(
     """
     if kappa is None:
         return jnp.ones((), gram.dtype)
-    task_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    task_norms = safe_sqrt(jnp.diagonal(gram))
     energy = task_weights @ task_norms
     length = _norm(factor, anchor)
     degenerate = _cancelled(length, anchor, task_norms)
@@ -118,7 +134,7 @@ def fuse(gram: Array, task_weights: Array, scaled_anchor: Array, nu: Array) -> A
 
 def cosines(gram: Array) -> Array:
     r"""Pairwise cosines $G_{ij} / \sqrt{G_{ii}G_{jj}}$ (0 for a zero gradient)."""
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    norms = safe_sqrt(jnp.diagonal(gram))
     outer = norms[:, None] * norms[None, :]
     return jnp.where(outer > 0.0, gram / jnp.where(outer > 0.0, outer, 1.0), 0.0)
 
@@ -137,9 +153,7 @@ def came_coefficients(
     A Gram matrix with zero (or non-finite) trace means every gradient is zero: the coefficients
     are then $\lambda$ (the update is zero whatever they are) and $w^*$ is kept.
     """
-    trace = jnp.trace(gram)
-    valid = (trace > 0.0) & jnp.isfinite(trace)
-    gram_hat = gram / jnp.where(valid, trace, 1.0)
+    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
     factor = psd_sqrt(gram_hat)
     anchor, w = rectify(gram_hat, factor, task_weights, rho, state.dual_weights, solver)
     gain = inject_energy(gram_hat, factor, task_weights, anchor, kappa)
@@ -183,7 +197,8 @@ def came(
       rho: conflict radius $\rho \ge 0$, relative to $\|g_\lambda\|$.
       kappa: gain cap $\kappa \ge 1$, or None to switch energy injection off.
       nu: fusion coefficient $\nu \in [0, 1]$.
-      solver: static iteration counts of the stage-1 solver for K > 2.
+      solver: the stage-1 solver: exact and loop-free up to ``solver.enumerate_up_to`` tasks
+        (8), static iteration counts above.
 
     Returns:
       A [`Weighting`][camegrad_jax.Weighting] whose state is a

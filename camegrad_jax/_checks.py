@@ -25,10 +25,17 @@ def concrete(value: Any) -> np.ndarray | None:
 def check_in_range(
     name: str, value: Any, low: float, high: float | None = None, expected: str = ""
 ) -> None:
-    """Raises ``ValueError`` naming ``name`` if a concrete ``value`` is outside [low, high]."""
+    """Raises ``ValueError`` naming ``name`` if a concrete ``value`` is outside [low, high].
+
+    A value that is not a number (None, a string, a bool) raises ``TypeError``.
+    """
     known = concrete(value)
-    if known is None:
+    if known is None and value is not None:
         return
+    if known is None or not np.issubdtype(known.dtype, np.number):
+        raise TypeError(
+            f"`{name}` must be {expected}; got {value!r} of type {type(value).__name__}."
+        )
     too_high = high is not None and bool(np.any(known > high))
     if bool(np.any(~np.isfinite(known))) or bool(np.any(known < low)) or too_high:
         raise ValueError(f"`{name}` must be {expected}; got {known.tolist()}.")

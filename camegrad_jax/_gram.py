@@ -74,6 +74,46 @@ def num_tasks_of(jac: PyTree, *, arg_name: str = "jac") -> int:
     return int(first)
 
 
+def check_against_params(jac: PyTree, params: PyTree, num_tasks: int) -> None:
+    """Checks that every leaf of ``jac`` has shape ``(K, *p.shape)`` for its parameter ``p``.
+
+    A plain gradient whose first axis happens to equal K, or an update already reshaped by an
+    optimizer placed before the aggregation, would otherwise be combined as if it were a
+    Jacobian and broadcast into the parameters.
+
+    Raises:
+      ValueError: naming the first leaf that does not match, or the leaves that only one of
+        the two trees has.
+    """
+    jac_leaves = {_leaf_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(jac)}
+    param_leaves = {_leaf_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    if jac_leaves.keys() != param_leaves.keys():
+        only_params = sorted(param_leaves.keys() - jac_leaves.keys())[:4]
+        only_jac = sorted(jac_leaves.keys() - param_leaves.keys())[:4]
+        raise ValueError(
+            "`updates` (the Jacobian) and `params` hold different leaves: only in `params`: "
+            f"{only_params}; only in the Jacobian: {only_jac}. With "
+            "camegrad_jax.nnx.value_and_jacobian, pass the same `wrt` filter as the "
+            "nnx.Optimizer."
+        )
+    for name, leaf in jac_leaves.items():
+        param_shape = jnp.shape(param_leaves[name])
+        expected = (num_tasks, *param_shape)
+        if jnp.shape(leaf) == expected:
+            continue
+        what = (
+            "the shape of its parameter: a gradient, not a stacked Jacobian"
+            if jnp.shape(leaf) == param_shape
+            else f"but its parameter has shape {param_shape}"
+        )
+        raise ValueError(
+            f"`updates` leaf {name} has shape {jnp.shape(leaf)}, {what}; expected (K, "
+            f"*param.shape) = {expected}. The aggregation must be the first transformation of "
+            "the chain and receive the stacked Jacobian of the K task losses (e.g. from "
+            "cg.value_and_jacobian)."
+        )
+
+
 def all_finite(tree: PyTree) -> Array:
     """Whether every element of every leaf of ``tree`` is finite (a scalar bool array)."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))

@@ -62,7 +62,7 @@ def value_and_jacobian(
     each device computed it.
 
     Args:
-      loss_fn: ``loss_fn(params, *args) -> losses`` with ``losses`` of shape ``(K,)``, or
+      loss_fn: ``loss_fn(params, *args, **kwargs) -> losses`` with ``losses`` of shape ``(K,)``, or
         ``-> (losses, aux)`` when ``has_aux``.
       has_aux: whether ``loss_fn`` also returns auxiliary data.
       axis_name: inside ``shard_map``, the mesh axis (or tuple of axes) the batch is split
@@ -71,7 +71,8 @@ def value_and_jacobian(
         int); None (default): all K in one ``vmap``.
 
     Returns:
-      A function ``(params, *args) -> (losses, jac)``, or ``((losses, aux), jac)``.
+      A function ``(params, *args, **kwargs) -> (losses, jac)``, or ``((losses, aux), jac)``;
+      ``args`` and ``kwargs`` go to ``loss_fn``.
 
     Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
@@ -87,19 +88,16 @@ def value_and_jacobian(
     ):
         raise ValueError(f"`chunk_size` must be None or a positive Python int; got {chunk_size!r}.")
 
-    def wrapped(params: Any, *args: Any) -> Any:
+    def wrapped(params: Any, *args: Any, **kwargs: Any) -> Any:
         def of_params(p: Any) -> Any:
-            return loss_fn(p, *args)
+            losses, aux = losses_and_aux(loss_fn(p, *args, **kwargs), has_aux)
+            return (losses, aux) if has_aux else losses
 
         if has_aux:
             losses, pullback, aux = jax.vjp(of_params, params, has_aux=True)
         else:
             losses, pullback = jax.vjp(of_params, params)
         shape = jnp.shape(losses)
-        if len(shape) != 1:
-            raise ValueError(
-                f"`loss_fn` must return a 1-D vector of K task losses; got shape {shape}."
-            )
         basis = jnp.eye(shape[0], dtype=jnp.result_type(losses))
         # Inside shard_map with replication checks, the cotangents must vary like the losses.
         varying = _varying_axes(losses)
@@ -123,6 +121,35 @@ def value_and_jacobian(
         return ((losses, aux), jac) if has_aux else (losses, jac)
 
     return wrapped
+
+
+def losses_and_aux(out: Any, has_aux: bool) -> tuple[Any, Any]:
+    """Splits ``loss_fn``'s output into the ``(K,)`` losses and ``aux``, naming what is wrong."""
+    if has_aux:
+        if not isinstance(out, tuple | list) or len(out) != 2:
+            raise TypeError(
+                "`loss_fn` must return a pair (losses, aux) when `has_aux=True`; got "
+                f"{type(out).__name__}."
+            )
+        losses, aux = out
+    else:
+        losses, aux = out, None
+    if isinstance(losses, tuple | list | dict):
+        hint = (
+            " If it returns (losses, aux), pass `has_aux=True`."
+            if not (has_aux or isinstance(losses, dict))
+            and len(losses) == 2
+            and jnp.ndim(losses[0]) == 1
+            else ""
+        )
+        raise TypeError(
+            f"`loss_fn` returned a {type(losses).__name__} of losses; it must return one 1-D "
+            f"array of the K task losses (e.g. `jnp.stack([loss_a, loss_b])`).{hint}"
+        )
+    shape = jnp.shape(losses)
+    if len(shape) != 1:
+        raise ValueError(f"`loss_fn` must return a 1-D vector of K task losses; got shape {shape}.")
+    return losses, aux
 
 
 def _as_tuple(axis_name: AxisName) -> tuple[Hashable, ...]:

@@ -34,11 +34,18 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from camegrad_jax._simplex import psd_sqrt
+from camegrad_jax._solvers import _enumeration
+
 Array = jax.Array
 
 
 class QPSolver(NamedTuple):
-    """Static iteration counts of `solve_nonneg_qp`.
+    """How the dual-cone projections are solved: exactly for small K, by iterations above.
+
+    K ≤ ``enumerate_up_to`` is solved exactly and loop-free by enumerating every support
+    (`camegrad_jax._solvers._enumeration.nonneg_qp`); larger K by `solve_nonneg_qp` with the
+    static iteration counts below.
 
     Attributes:
       pgd_iters: accelerated projected gradient iterations (phase 1).
@@ -47,10 +54,12 @@ class QPSolver(NamedTuple):
         coordinate of the support, so from a good phase-1 support a few suffice. K + 4 covers
         the Pareto-stationary case, where the projection is 0 and every coordinate is positive
         at the solution (measured up to K = 64).
+      enumerate_up_to: the largest K solved by support enumeration (static, default 8).
     """
 
     pgd_iters: int = 100
     active_set_rounds: int | None = None
+    enumerate_up_to: int = 8
 
 
 def kkt_residual(gram: Array, linear: Array, x: Array) -> Array:
@@ -201,7 +210,9 @@ def project_to_dual_cone(gram: Array, anchor: Array, solver: QPSolver = QPSolver
     By Proposition 1 of Quinton & Rey (2024), $\pi(J^\top u) = J^\top v$ with
     $v = \arg\min_{v \ge u} v^\top G v$, which is $v = u + x$ for the minimiser $x$ of
     $\tfrac12 x^\top Gx + (Gu)^\top x$ over $x \ge 0$. Then $Gv \ge 0$ (every task
-    improves, to first order) and $v_i > u_i$ only where $(Gv)_i = 0$.
+    improves, to first order) and $v_i > u_i$ only where $(Gv)_i = 0$. K ≤
+    ``solver.enumerate_up_to`` is solved exactly by support enumeration, larger K by
+    `solve_nonneg_qp`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -209,4 +220,7 @@ def project_to_dual_cone(gram: Array, anchor: Array, solver: QPSolver = QPSolver
       >>> project_to_dual_cone(gram, jnp.array([1.0, 0.0]))  # g1 - (<g1, g2>/|g2|^2) g2
       Array([1. , 0.5], dtype=float32)
     """
+    if gram.shape[-1] <= solver.enumerate_up_to:
+        gram = 0.5 * (gram + gram.T)
+        return anchor + _enumeration.nonneg_qp(gram, psd_sqrt(gram), anchor)[0]
     return anchor + solve_nonneg_qp(gram, gram @ anchor, solver)

@@ -36,6 +36,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from camegrad_jax._jacobian import losses_and_aux
+
 Array = jax.Array
 
 
@@ -100,9 +102,9 @@ def value_and_representation_jacobian(
     r"""The task losses and their shared-representation Jacobian, for
     [`aggregate`][camegrad_jax.aggregate] and every transformation built on it.
 
-    ``encoder(params, *args) -> z`` computes the shared features (any pytree) and
-    ``heads(params, z, *args) -> losses`` the K task losses from them; both receive the whole
-    ``params``. The result replaces the stacked Jacobian in the same optax chain::
+    ``encoder(params, *args, **kwargs) -> z`` computes the shared features (any pytree) and
+    ``heads(params, z, *args, **kwargs) -> losses`` the K task losses from them; both receive
+    the whole ``params``. The result replaces the stacked Jacobian in the same optax chain::
 
         losses, rep = cg.value_and_representation_jacobian(encoder, heads)(params, batch)
         updates, opt_state = tx.update(rep, opt_state, params)   # tx = chain(came_grad, adam)
@@ -120,7 +122,7 @@ def value_and_representation_jacobian(
       has_aux: whether ``heads`` also returns auxiliary data.
 
     Returns:
-      A function ``(params, *args) -> (losses, rep)`` (``((losses, aux), rep)`` with
+      A function ``(params, *args, **kwargs) -> (losses, rep)`` (``((losses, aux), rep)`` with
       ``has_aux``), ``rep`` a [`RepresentationJacobian`][camegrad_jax.RepresentationJacobian].
 
     Examples:
@@ -138,13 +140,12 @@ def value_and_representation_jacobian(
       {'a': (4,), 'b': (4,), 'shared': (3, 4)}
     """
 
-    def wrapped(params: Any, *args: Any) -> Any:
+    def wrapped(params: Any, *args: Any, **kwargs: Any) -> Any:
         def encoder_fn(p: Any) -> tuple[Any, None]:
-            return encoder(p, *args), None
+            return encoder(p, *args, **kwargs), None
 
         def heads_fn(p: Any, z: Any, _: None) -> tuple[Array, Any]:
-            out = heads(p, z, *args)
-            return out if has_aux else (out, None)
+            return losses_and_aux(heads(p, z, *args, **kwargs), has_aux)
 
         losses, aux, rep = representation_jacobian(encoder_fn, heads_fn, params)
         return ((losses, aux), rep) if has_aux else (losses, rep)

@@ -11,6 +11,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from camegrad_jax._numerics import safe_sqrt
+from camegrad_jax._solvers import _enumeration
+
 Array = jax.Array
 
 
@@ -23,8 +26,7 @@ def project_simplex(v: Array) -> Array:
     entries, $t_j = (\sum_{i \le j} u_i - 1)/j$; these rise while the next entry stays above
     them and fall after, so their maximum is the right one, Condat 2016.) A K×K comparison
     replaces the sort, which on CPU dominated a solver iteration at the small K of multi-task
-    learning (the `weigh` column of ``python -m benchmarks.aggregators``, CAME-Grad at K = 8:
-    2.3 ms with the sort, 1.4 ms without).
+    learning (the `weigh` column of ``python -m benchmarks.aggregators`` measures it).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -43,7 +45,7 @@ def psd_sqrt(gram: Array) -> Array:
     that makes the quadratic form meaningless in float32 near its null space.
     """
     eigvals, eigvecs = jnp.linalg.eigh(gram)
-    return jnp.sqrt(jnp.maximum(eigvals, 0.0))[:, None] * eigvecs.T
+    return safe_sqrt(eigvals)[:, None] * eigvecs.T
 
 
 def _norm(x: Array) -> Array:
@@ -67,7 +69,7 @@ def conflict_dual_pair(gram: Array, linear: Array, radius: Array) -> Array:
     delta = linear[0] - linear[1]
     slack = radius**2 * a - delta**2
     interior = slack > 0.0
-    u = -delta * jnp.sqrt(det / jnp.where(interior, slack, 1.0))
+    u = -delta * safe_sqrt(jnp.where(interior, det, 0.0) / jnp.where(interior, slack, 1.0))
     t_root = (u - b) / jnp.where(interior, a, 1.0)
     t_vertex = jnp.where(delta > 0.0, 0.0, jnp.where(delta < 0.0, 1.0, 0.5))
     t = jnp.clip(jnp.where(interior, t_root, t_vertex), 0.0, 1.0)
@@ -209,22 +211,27 @@ def refine_active_set(
 
 
 class DualSolver(NamedTuple):
-    """Static iteration counts of the stage-1 solver for K > 2 (K ≤ 2 is solved exactly).
+    r"""How the stage-1 dual is solved: exactly for small K, by static iteration counts above.
 
-    The primal–dual iterations are most of the solve's fixed cost. The active set makes the
-    answer exact wherever the optimum has $g_{w^*} \ne 0$, even after 250 iterations; at the
-    dual's kink ($g_{w^*} = 0$) only the iterations help. ``python -m
-    benchmarks.stage1_iterations`` measures both (2-core AMD EPYC: worst kink gap 1e-5 with
-    2000 iterations and 3.5e-4 with 500; the K = 4 solve 0.98 ms and 0.38 ms). Lower
-    ``pdhg_iters`` if the solve's cost matters more than that.
+    K ≤ 2 has a closed form and K ≤ ``enumerate_up_to`` is solved exactly by enumerating every
+    support (`camegrad_jax._solvers._enumeration.conflict_dual`: no loop, cost growing as
+    $2^K K^3$). Larger K runs primal–dual iterations, then an active-set finish; the iterations
+    are most of that solve's fixed cost. The active set makes the answer exact wherever the
+    optimum has $g_{w^*} \ne 0$, even after 250 iterations; at the dual's kink
+    ($g_{w^*} = 0$) only the iterations help. ``python -m benchmarks.stage1_iterations``
+    measures the accuracy and cost per iteration count and ``python -m benchmarks.device`` the
+    exact path against the iterative one.
 
     Attributes:
-      pdhg_iters: primal–dual iterations (`conflict_dual_pdhg`).
+      pdhg_iters: primal–dual iterations (`conflict_dual_pdhg`), for K > ``enumerate_up_to``.
       active_set_rounds: exact active-set rounds after them (`refine_active_set`).
+      enumerate_up_to: the largest K solved by support enumeration (static; 8 by default,
+        where the enumeration stops being cheaper than the iterations on CPU).
     """
 
     pdhg_iters: int = 2000
     active_set_rounds: int = 8
+    enumerate_up_to: int = 8
 
 
 def solve_conflict_dual(
@@ -237,13 +244,16 @@ def solve_conflict_dual(
 ) -> Array:
     r"""Minimiser of $b^\top w + r\|Lw\|$ over $\Delta_K$ ($L^\top L = G$).
 
-    K = 1 is trivial and K = 2 exact (`conflict_dual_pair`); larger K runs the primal–dual
-    iterations from ``w_init``, then exact active-set rounds (counts in ``solver``).
+    K = 1 is trivial, K = 2 exact (`conflict_dual_pair`) and K ≤ ``solver.enumerate_up_to``
+    exact and loop-free (support enumeration); larger K runs the primal–dual iterations from
+    ``w_init``, then exact active-set rounds (counts in ``solver``).
     """
     k = gram.shape[0]
     if k == 1:
         return jnp.ones((1,), gram.dtype)
     if k == 2:
         return conflict_dual_pair(gram, linear, radius)
+    if k <= solver.enumerate_up_to:
+        return _enumeration.conflict_dual(gram, factor, linear, radius)[0]
     w = conflict_dual_pdhg(gram, factor, linear, radius, w_init, solver.pdhg_iters)
     return refine_active_set(gram, factor, linear, radius, w, solver.active_set_rounds)

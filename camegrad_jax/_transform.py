@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -13,7 +15,15 @@ import optax
 
 from camegrad_jax._came import came
 from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
-from camegrad_jax._gram import all_finite, combine_leaf, gram_dtype, gramian, num_tasks_of
+from camegrad_jax._gram import (
+    all_finite,
+    as_rows,
+    check_against_params,
+    combine_leaf,
+    gram_dtype,
+    gramian,
+    num_tasks_of,
+)
 from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
 from camegrad_jax._representation import RepresentationJacobian
 from camegrad_jax._simplex import DualSolver
@@ -29,7 +39,8 @@ class AggregateState(NamedTuple):
       weighting_state: the weighting's own state and diagnostics (with a leading group axis
         when the aggregation has parameter groups).
       coefficients: the coefficients $c$ of the last applied step, ``(K,)`` or ``(groups, K)``.
-      skipped_steps: how many steps were skipped because the Jacobian held NaN or Inf.
+      skipped_steps: how many steps were skipped because the Jacobian, the ``losses`` given,
+        the coefficients or the update held NaN or Inf.
     """
 
     weighting_state: Any
@@ -42,10 +53,16 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
 
     The plain Gram matrix ($s = 1$) is computed first; only when it is non-finite or its trace
     is too small to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed
-    from $J / s$ with $s = \max|J|$. Scale-invariant weightings treat both alike; the others
-    receive $s$ as ``jacobian_scale`` and map their coefficients back to $J$'s scale. The flag
-    is False when the Jacobian itself holds NaN or Inf.
+    from $J / s$ with $s = 2^e$ the power of two that puts $\max|J|/s$ in $[2, 4)$:
+    $J/s$ is then exact, and so is $1/s$, which stays a normal number (a reciprocal of
+    $\max|J|$ itself is subnormal above ~8.5e37 in float32 and flushed to zero under jit).
+    Scale-invariant weightings treat both alike; the others receive $s$ as ``jacobian_scale``
+    and map their coefficients back to $J$'s scale. The flag is False when the Jacobian itself
+    holds NaN or Inf.
     """
+    # The (K, n) views, also in the rescaled branch: handing the leaves themselves to the cond
+    # made XLA:CPU materialise a second, transposed copy of the Jacobian for it.
+    jac = [as_rows(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
     gram = gramian(jac)
     dtype = gram.dtype
     tiny = jnp.finfo(dtype).tiny / jnp.finfo(dtype).eps
@@ -55,11 +72,45 @@ def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
     def rescaled() -> tuple[Array, Array, Array]:
         leaves = [leaf.astype(dtype) for leaf in jax.tree_util.tree_leaves(jac)]
         finite = all_finite(leaves)
-        scale = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
-        scale = jnp.where(finite & (scale > 0.0), scale, 1.0)
-        return gramian([leaf / scale for leaf in leaves]), scale, finite
+        largest = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
+        exponent = _scale_exponent(jnp.where(finite, largest, 0.0))
+        one = jnp.ones((), dtype)
+        inverse = jnp.ldexp(one, -exponent)
+        return gramian([leaf * inverse for leaf in leaves]), jnp.ldexp(one, exponent), finite
 
     return jax.lax.cond(suspicious, rescaled, lambda: (gram, jnp.ones((), dtype), jnp.array(True)))
+
+
+def _scale_exponent(largest: Array) -> Array:
+    r"""$e$ with ``largest`` $/2^e \in [2, 4)$, clipped so that $2^e$ and $2^{-e}$ are normal."""
+    info = jnp.finfo(largest.dtype)
+    _, exponent = jnp.frexp(largest)  # largest = m 2^exponent, m in [0.5, 1)
+    exponent = jnp.where(largest > 0.0, exponent - 2, 0)
+    return jnp.clip(exponent, info.minexp, -info.minexp)
+
+
+# optax wrappers that shape their zero update like their input (a Jacobian) cannot wrap an
+# aggregation, whose output is shaped like the parameters; the replacement each needs.
+_OPTAX_WRAPPERS = {"MultiSteps": "cg.accumulate", "apply_if_finite": "cg.apply_if_finite"}
+
+
+def _check_not_in_optax_wrapper() -> None:
+    """Raises a ``ValueError`` naming the replacement when an optax wrapper calls ``update``.
+
+    Their own error (a ``lax.cond`` whose branches differ in shape, or a wrong K) would point
+    away from the cause. The caller is found on the Python stack, at trace time only.
+    """
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("optax."):
+            wrapper = frame.f_code.co_qualname.split(".")[0]
+            if wrapper in _OPTAX_WRAPPERS:
+                raise ValueError(
+                    f"optax.{wrapper} cannot wrap a chain that aggregates a stacked Jacobian: it "
+                    "shapes its zero update like the Jacobian, not like the parameters. Use "
+                    f"{_OPTAX_WRAPPERS[wrapper]} instead."
+                )
+        frame = frame.f_back
 
 
 def _stack(trees: list[Any]) -> Any:
@@ -84,9 +135,13 @@ def aggregate(
     state (GradVac's "all_layer" mode, TorchJD's per-block aggregation); the weighting runs
     vmapped over the groups.
 
-    A Jacobian holding NaN or Inf gives a zero update and leaves the state as it was, apart from
-    ``skipped_steps``. ``extra_args`` are handed to the weighting (e.g. per-step
-    ``task_weights``).
+    A step whose Jacobian, ``losses`` (when given), coefficients or update $J^\top c$ hold
+    NaN or Inf gives a zero update and leaves the state as it was, apart from
+    ``skipped_steps``; a weighting that cannot use a step (e.g. FAMO's log of a non-positive
+    loss) returns non-finite coefficients to have it skipped. ``extra_args`` are handed to the
+    weighting (e.g. per-step ``task_weights``). When ``params`` is given, every leaf of the
+    Jacobian must have shape ``(K, *param.shape)``; an optimizer placed before the
+    aggregation is not detected unless it changes those shapes.
 
     Args:
       weighting: the weighting that maps the Gram matrix to coefficients.
@@ -140,7 +195,7 @@ def aggregate(
     def update(
         updates: Any, state: AggregateState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, AggregateState]:
-        del params
+        _check_not_in_optax_wrapper()
         representation = isinstance(updates, RepresentationJacobian)
         if representation and groups is not None:
             raise ValueError(
@@ -150,12 +205,20 @@ def aggregate(
         jac = updates.features if representation else updates
         k = num_tasks_of(jac, arg_name="updates.features" if representation else "updates")
         expected = state.coefficients.shape[-1]
-        if k != expected or (declared is not None and k != declared):
+        if declared is not None and expected != declared:
+            raise ValueError(
+                f"The state holds {expected} tasks but this aggregation was built for "
+                f"{declared}: a state restored from a checkpoint saved with another number of "
+                "tasks cannot be used. Initialise a new state with `init`."
+            )
+        if k != expected:
             raise ValueError(
                 f"`updates` (the Jacobian) has {k} tasks on its leading axis but the state was "
                 f"initialised for {expected}. The aggregation must be the first transformation of "
                 "the chain and receive the stacked Jacobian (leaves of shape (K, ...))."
             )
+        if params is not None and not representation:
+            check_against_params(jac, params, k)
         leaves, treedef = jax.tree_util.tree_flatten(jac)
         labels, num_groups = leaf_groups(parameter_shapes(jac, stacked=True), groups)
         members = [
@@ -184,23 +247,28 @@ def aggregate(
                 jnp.stack(grams), jnp.stack(scales), state.weighting_state
             )
             group_coeffs = coeffs
+        # A step is applied only if J, the losses given, c and d = J^T c are all finite: a
+        # finite J can still give a non-finite c (traced NaN task weights, a weighting that
+        # cannot use this step's losses) or d (a float16 J^T c beyond 65504).
+        if "losses" in extra_args:
+            finite = finite & all_finite(extra_args["losses"])
+        finite = finite & all_finite(group_coeffs)
         group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(jac))
         if representation:
-            # One backward pass of sum_k c_k L_k; the encoder can overflow where the features'
-            # Jacobian did not, so the direction is checked too.
+            # One backward pass of sum_k c_k L_k.
             direction_tree = updates.backward(group_coeffs[0])
-            finite = finite & all_finite(direction_tree)
-            direction_tree = jax.tree_util.tree_map(
-                lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction_tree
-            )
         else:
-            direction = [
-                combine_leaf(leaf, group_coeffs[g]) for leaf, g in zip(leaves, labels, strict=True)
-            ]
-            if not weighting.uses_gram:
-                finite = finite & all_finite(direction)
-            direction = [jnp.where(finite, d, jnp.zeros_like(d)) for d in direction]
-            direction_tree = jax.tree_util.tree_unflatten(treedef, direction)
+            direction_tree = jax.tree_util.tree_unflatten(
+                treedef,
+                [
+                    combine_leaf(leaf, group_coeffs[g])
+                    for leaf, g in zip(leaves, labels, strict=True)
+                ],
+            )
+        finite = finite & all_finite(direction_tree)
+        direction_tree = jax.tree_util.tree_map(
+            lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction_tree
+        )
         weighting_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(finite, new, old), new_state, state.weighting_state
         )
@@ -244,7 +312,8 @@ def came_grad(
       num_tasks: K, when ``task_weights`` is not given.
       groups: parameter groups aggregated separately (see
         [`aggregate`][camegrad_jax.aggregate]).
-      solver: static iteration counts of the stage-1 solver for K > 2.
+      solver: the stage-1 solver: exact and loop-free up to ``solver.enumerate_up_to`` tasks
+        (8), static iteration counts above.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``.

@@ -22,10 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from camegrad_jax._jacobian import AxisName
+from camegrad_jax._gram import all_finite
+from camegrad_jax._jacobian import AxisName, losses_and_aux
 from camegrad_jax._jacobian import value_and_jacobian as _value_and_jacobian
 from camegrad_jax._representation import RepresentationJacobian, representation_jacobian
 
@@ -39,13 +41,16 @@ def value_and_jacobian(
     wrt: Any = nnx.Param,
     axis_name: AxisName | None = None,
     chunk_size: int | None = None,
+    keep_state_if_nonfinite: bool = True,
 ) -> Callable[..., Any]:
     r"""Wraps ``loss_fn(model, *args)``, which returns K task losses, to return their Jacobian.
 
     Row $k$ of the Jacobian is $\nabla_\theta L_k$ for the variables $\theta$ selected by
     ``wrt``. The returned function mutates ``model`` only outside ``wrt``: it writes back the
     non-differentiated state that the forward pass updated (``nnx.BatchNorm`` statistics,
-    ``nnx.Rngs`` counters), exactly once, as one forward pass would. It works inside ``nnx.jit``
+    ``nnx.Rngs`` counters), exactly once, as one forward pass would. When a loss is NaN or Inf
+    the aggregation skips the step, and by default that state is not written back either, so
+    the skipped step leaves no NaN batch statistics in the model. It works inside ``nnx.jit``
     (and ``jax.jit`` of a split/merge step).
 
     Args:
@@ -60,6 +65,8 @@ def value_and_jacobian(
         written back (e.g. batch statistics) stays per device.
       chunk_size: compute the Jacobian's rows this many at a time to bound memory (see
         [`camegrad_jax.value_and_jacobian`][camegrad_jax.value_and_jacobian]).
+      keep_state_if_nonfinite: leave the state outside ``wrt`` as it was when the losses are
+        not all finite (default); False writes it back whatever the losses.
 
     Returns:
       A function ``(model, *args, **kwargs) -> (losses, jac)``, or ``((losses, aux), jac)``,
@@ -89,15 +96,14 @@ def value_and_jacobian(
             # Rebuilding the non-differentiated variables inside the trace lets the forward
             # pass update them (BatchNorm statistics, RNG counters) on the copy.
             copy = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, rest))
-            out = loss_fn(copy, *args, **kwargs)
-            losses, aux = out if has_aux else (out, None)
+            losses, aux = losses_and_aux(loss_fn(copy, *args, **kwargs), has_aux)
             _, _, new_rest = nnx.split(copy, wrt, ...)  # type: ignore[misc]
             return losses, (aux, new_rest)
 
         (losses, (aux, new_rest)), jac = _value_and_jacobian(
             of_params, has_aux=True, axis_name=axis_name, chunk_size=chunk_size
         )(params)
-        nnx.update(model, new_rest)
+        _write_back(model, new_rest, rest, losses, keep_state_if_nonfinite)
         return ((losses, aux), jac) if has_aux else (losses, jac)
 
     return wrapped
@@ -109,6 +115,7 @@ def value_and_representation_jacobian(
     *,
     has_aux: bool = False,
     wrt: Any = nnx.Param,
+    keep_state_if_nonfinite: bool = True,
 ) -> Callable[..., Any]:
     r"""Shared-representation mode for an ``nnx.Module``: Gram from $\partial L_k/\partial z$.
 
@@ -129,6 +136,8 @@ def value_and_representation_jacobian(
         ``-> (losses, aux)`` when ``has_aux``.
       has_aux: whether ``heads`` also returns auxiliary data.
       wrt: an NNX filter of the variables to differentiate (default ``nnx.Param``).
+      keep_state_if_nonfinite: leave the state outside ``wrt`` as it was when the losses are
+        not all finite (default).
 
     Returns:
       A function ``(model, *args, **kwargs) -> (losses, rep)`` (``((losses, aux), rep)``
@@ -170,16 +179,24 @@ def value_and_representation_jacobian(
 
         def heads_fn(p: Any, z: Any, encoded_rest: Any) -> tuple[Any, Any]:
             copy = nnx.merge(graphdef, p, jax.tree.map(lambda x: x, encoded_rest))
-            out = heads(copy, z, *args, **kwargs)
-            losses, aux = out if has_aux else (out, None)
+            losses, aux = losses_and_aux(heads(copy, z, *args, **kwargs), has_aux)
             _, _, new_rest = nnx.split(copy, wrt, ...)  # type: ignore[misc]
             return losses, (aux, new_rest)
 
         losses, (aux, new_rest), rep = representation_jacobian(encoder_fn, heads_fn, params)
-        nnx.update(model, new_rest)
+        _write_back(model, new_rest, rest, losses, keep_state_if_nonfinite)
         return ((losses, aux), rep) if has_aux else (losses, rep)
 
     return wrapped
+
+
+def _write_back(model: Any, new_rest: Any, rest: Any, losses: Any, keep_if_nonfinite: bool) -> None:
+    """Writes the forward pass's state outside ``wrt`` into ``model``; with
+    ``keep_if_nonfinite``, only where every loss is finite (a step the aggregation skips)."""
+    if keep_if_nonfinite:
+        finite = all_finite(losses)
+        new_rest = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_rest, rest)
+    nnx.update(model, new_rest)
 
 
 def update(optimizer: nnx.Optimizer, model: Any, jac: Any, /, **kwargs: Any) -> Any:

@@ -13,12 +13,14 @@ Tolerance. Stages 1 and 2 switch to a fallback when a length is "≈ 0". Here th
 length at most ``EPS = 1e-12`` relative to its natural scale, i.e. the length itself at most 1e-6 of
 that scale:
 
-* stage 1: ‖g_w*‖² ≤ EPS · tr(G)  (on Ĝ: w*ᵀĜw* ≤ EPS), since ‖g_w‖ ≤ max_i ‖g_i‖ ≤ sqrt(tr G);
+* stage 1: ‖g_w*‖² ≤ EPS · (Σ_i w*_i‖g_i‖)², relative to the gradients' own lengths (spec §3,
+  revised: never relative to anything that is 0 when one task's gradient is 0), since
+  ‖g_w‖ ≤ Σ_i w_i‖g_i‖;
 * stage 2: ‖d_CA‖² ≤ EPS · E²  with E = Σ λ_i ‖g_i‖, since ‖d_CA‖ ≤ (1 + ρ) E always. This
   keeps the result homogeneous of degree one in λ, and E = 0 forces d_CA = 0, so the test holds.
 
-Both rules are discontinuous by design of the spec: just above the threshold the exact formulas
-apply (for stage 2, γ = κ), just below the fallback does (a = λ, γ = 1).
+Below the stage-1 threshold a = λ + μ makes d_CA the projection of g_λ onto the dual cone
+(:func:`dual_cone_projection`); below the stage-2 one γ = 1.
 """
 
 import warnings
@@ -85,22 +87,55 @@ def dual_objective(
     return float(w @ gram_hat @ lam + radius * np.sqrt(max(w @ gram_hat @ w, 0.0)))
 
 
+def dual_cone_projection(gram_hat: FloatArray, task_weights: FloatArray) -> FloatArray:
+    """Coefficients a = λ + μ, μ ≥ 0, with Jᵀa the projection of g_λ onto {d : Jd ≥ 0}.
+
+    The projection's Lagrange dual: μ = argmin_{μ ≥ 0} ‖L(λ + μ)‖² (LᵀL = Ĝ), solved by cvxpy +
+    CLARABEL, then polished by solving Ĝ_SS μ_S = −(Ĝλ)_S exactly (least squares) on the
+    support S of Clarabel's μ, kept when it is non-negative and no worse. μ need not be unique
+    (rank-deficient Ĝ); Jᵀa is.
+    """
+    gram_hat = _check_gram(gram_hat)
+    lam = _check_weights(task_weights, gram_hat.shape[0])
+    eigvals, eigvecs = np.linalg.eigh(gram_hat)
+    factor = np.sqrt(np.clip(eigvals, 0.0, None))[:, None] * eigvecs.T
+    mu = cp.Variable(lam.size, nonneg=True)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(factor @ (lam + mu))))
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+        raise RuntimeError(f"Clarabel did not solve the dual-cone projection: {problem.status}")
+    approx = np.clip(mu.value, 0.0, None)
+    support = approx > _SUPPORT_TOL * max(1.0, approx.max())
+    polished = np.zeros_like(approx)
+    rhs = -(gram_hat @ lam)[support]
+    polished[support] = np.linalg.lstsq(gram_hat[np.ix_(support, support)], rhs, rcond=None)[0]
+
+    def value(x: FloatArray) -> float:
+        return float(np.linalg.norm(factor @ (lam + x)))
+
+    if np.all(polished >= 0) and value(polished) <= value(approx) + 1e-14:
+        approx = polished
+    return lam + approx
+
+
 def stage1_anchor(
     gram_hat: FloatArray, task_weights: FloatArray, rho: float, w: FloatArray
 ) -> FloatArray:
     """Stage-1 coefficients a for dual weights ``w`` (spec §3.1).
 
-    a = λ + (r / ‖g_w‖)·w  with r = ρ‖g_λ‖ and ‖g_w‖ = sqrt(wᵀĜw), and a = λ when ‖g_w‖ ≈ 0
-    (wᵀĜw ≤ EPS, with Ĝ of unit trace). Then d_CA = Jᵀa = g_λ + r·g_w/‖g_w‖ lies on the sphere
-    ‖d − g_λ‖ = r, so it is primal feasible for any ``w``; when ``w`` is the dual optimum and
-    g_w ≠ 0 it is the primal maximiser, i.e. min_i (Ĝa)_i equals the dual value.
+    a = λ + (r / ‖g_w‖)·w  with r = ρ‖g_λ‖ and ‖g_w‖ = sqrt(wᵀĜw). Then d_CA = Jᵀa =
+    g_λ + r·g_w/‖g_w‖ lies on the sphere ‖d − g_λ‖ = r, so it is primal feasible for any ``w``;
+    when ``w`` is the dual optimum and g_w ≠ 0 it is the primal maximiser, i.e. min_i (Ĝa)_i
+    equals the dual value. At the kink, ‖g_w‖² ≤ EPS·(Σ_i w_i‖g_i‖)², a is
+    :func:`dual_cone_projection`: Jᵀa is the projection of g_λ onto the dual cone.
     """
     gram_hat = np.asarray(gram_hat, dtype=np.float64)
     lam = np.asarray(task_weights, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     gw_sq = float(w @ gram_hat @ w)
-    if gw_sq <= EPS:
-        return lam.copy()
+    reach = float(w @ np.sqrt(np.clip(np.diag(gram_hat), 0.0, None)))
+    if gw_sq <= EPS * reach**2:
+        return dual_cone_projection(gram_hat, lam)
     return lam + (_radius(gram_hat, lam, rho) / np.sqrt(gw_sq)) * w
 
 
@@ -111,9 +146,8 @@ def duality_gap(gram_hat: FloatArray, task_weights: FloatArray, rho: float, w: F
 
     d = Jᵀa is feasible for the primal max_d min_i <g_i, d> s.t. ‖d − g_λ‖ ≤ r, so
     min_i (Ĝa)_i ≤ primal optimum = dual optimum f* ≤ f(w), and 0 ≤ f(w) − f* ≤ gap(w) up to
-    round-off. The gap is ≈ 0 at the optimum when g_w* ≠ 0 (strong duality with the spec's
-    anchor); where g_w* = 0 the spec's fallback a = λ need not attain the primal optimum, so the
-    gap can stay positive there even for an exact w*.
+    round-off. The gap is ≈ 0 at the optimum, also at the kink g_w* = 0: f* = 0 there, and the
+    dual-cone projection has min_i (Ĝa)_i = 0 (0 is in the hull) and lies in the ball.
     """
     anchor = stage1_anchor(gram_hat, task_weights, rho, w)
     primal = float(np.min(np.asarray(gram_hat, dtype=np.float64) @ anchor))
@@ -266,7 +300,8 @@ def came_coefficients(
     On Ĝ = G / tr(G):
 
     1. Conflict-averse rectification: w* from :func:`solve_dual`;
-       a = λ + (r/‖g_w*‖)·w*, r = ρ‖g_λ‖ (a = λ when ‖g_w*‖ ≈ 0); d_CA = Jᵀa.
+       a = λ + (r/‖g_w*‖)·w*, r = ρ‖g_λ‖ (at the kink ‖g_w*‖ ≈ 0, a makes d_CA the
+       projection of g_λ onto the dual cone); d_CA = Jᵀa.
     2. Energy injection: E = Σ λ_i‖g_i‖ = Σ λ_i sqrt(Ĝ_ii), ‖d_CA‖ = sqrt(aᵀĜa),
        γ = min(κ, E/‖d_CA‖) (γ = 1 when ‖d_CA‖ ≈ 0, or when ``kappa`` is ``None``).
     3. Fusion: A = Ĝ(γa), B = Ĝλ, t_i = min(0, A_i). For tasks with B_i < t_i,

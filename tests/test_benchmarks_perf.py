@@ -1,4 +1,5 @@
-"""Fast checks of the benchmarks (aggregators, scaling, train_step, stage1_iterations).
+"""Fast checks of the benchmarks (aggregators, scaling, train_step, stage1_iterations, device,
+eager).
 
 Each script runs its smallest configuration (for the timing ones K = 2, a few hundred parameters;
 for stage1_iterations its ``--quick`` cases) with a very short timing budget through its
@@ -16,8 +17,8 @@ import jax
 import pytest
 
 import camegrad_jax as cg
+from benchmarks import _hlo, aggregators, device, eager, scaling, stage1_iterations, train_step
 from benchmarks import _timing as timing
-from benchmarks import aggregators, scaling, stage1_iterations, train_step
 
 HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
 
@@ -142,6 +143,15 @@ def test_scaling_smallest_run(tmp_path):
     assert payload["plot"].endswith(".png")
 
 
+def test_eager_smallest_run(tmp_path):
+    out = tmp_path / "eager.json"
+    payload = eager.main(["--ks", "2", "--p", "300", "--budget", "0.01", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    (row,) = payload["rows"]
+    assert (row["k"], row["p"]) == (2, 300)
+    assert row["eager_ms"] > row["jit_ms"] > 0 and row["ratio"] > 1
+
+
 def test_scaling_fits_slopes():
     points = [{"k": 2, "p": p, "times": {"a": {"median_ms": 1e-3 * p}}} for p in (1e4, 1e5, 1e6)]
     assert scaling.fit(points, "p", ["a"], 100_000) == pytest.approx({"a": 1.0})
@@ -173,3 +183,31 @@ def test_stage1_iterations_quick_run_is_well_formed(tmp_path):
         assert 0 <= row["worst_gap_smooth"] <= 1e-5  # the active set finishes smooth cases
         assert row["worst_gap_kink"] >= 0
         assert all(_positive(t) for t in row["weigh"].values())
+
+
+def test_hlo_launch_counts_multiply_loops_by_their_trip_count():
+    """A fori_loop of 50 steps counts its body's kernels 50 times; the body alone, a few."""
+
+    def body(x):
+        return jax.numpy.sin(x) @ x
+
+    x = jax.numpy.eye(3)
+    looped = _hlo.compiled_counts(lambda y: jax.lax.fori_loop(0, 50, lambda _, z: body(z), y), x)
+    once = _hlo.compiled_counts(body, x)
+    assert looped["while_loops"] == 1 and once["while_loops"] == 0
+    assert 1 <= once["launches"] < 10 and looped["launches"] >= 50
+
+
+@pytest.mark.slow
+def test_device_quick_run_is_well_formed(tmp_path):
+    """``python -m benchmarks.device --quick``: every table filled, the exact stage 1 loop-free."""
+    out = tmp_path / "device.json"
+    payload = device.main(["--quick", "--budget", "0.01", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    for table in ("stage1", "solve", "rrg_step", "mlp_step"):
+        assert payload[table] and all(_positive(row) for row in payload[table])
+        assert all(row["launches"] > 0 for row in payload[table])
+    stage1 = {row["solver"]: row for row in payload["stage1"]}
+    assert stage1["enumeration"]["while_loops"] == 0 < stage1["iterative"]["while_loops"]
+    assert stage1["enumeration"]["gap"]["smooth"] <= 1e-5
+    assert {row["method"] for row in payload["rrg_step"]} == set(device.STEP_METHODS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -137,3 +139,39 @@ def test_ablation_cagrad_with_task_weighted_anchor(jac):
     scale = np.linalg.norm(jac, axis=1).max() * np.linalg.norm(g_lambda)
     assert (jac @ ours).min() == pytest.approx(worst.value, abs=1e-4 * scale)
     assert np.linalg.norm(ours - g_lambda) <= 0.5 * np.linalg.norm(g_lambda) * (1 + 1e-4)
+
+
+ZERO_TASK_JAC = np.array([[0.84, 0.98, 0.04], [0.0, 0.0, 0.0], [0.56, 0.65, 0.03]])
+
+
+@pytest.mark.parametrize("perm", list(itertools.permutations(range(3))))
+def test_zero_gradient_task_gets_no_huge_coefficient(perm):
+    """Issue 16 item 5: the zero task got 2.4e4 in 4 of 6 orders and the gain fell to 0.90.
+
+    Nothing conflicts, w* is the zero task's vertex (the kink), g_λ is already in the dual cone:
+    a = λ, and the update is the gain-scaled sum of the two others, the oracle's.
+    """
+    jac = ZERO_TASK_JAC[list(perm)]
+    out = came_np(jac)
+    oracle = ref.came_coefficients(jac @ jac.T)
+    zero = list(perm).index(1)
+    assert abs(out["coeffs"][zero]) <= 2.0
+    assert out["gain"] == pytest.approx(oracle["gain"], rel=1e-5)
+    assert update_distance(jac, out["coeffs"], oracle["coeffs"]) < 1e-5
+
+
+def test_kink_projects_onto_the_dual_cone():
+    """Spec §3's counterexample to the old rule a = λ: g1 = e1, g2 = −e1, g3 = e2, λ = (1.2, 1, 1).
+
+    0 = (g1 + g2)/2 is in the hull, so w* is the kink, and g_λ = 0.2 e1 + e2 conflicts with g2.
+    The projection of g_λ onto {d : d_1 = 0, d_2 ≥ 0} is e2 (closed form); a = λ gave
+    <g2, d> = −0.2.
+    """
+    jac = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    lam = np.array([1.2, 1.0, 1.0])
+    stage1 = came_np(jac, lam, kappa=None, nu=0.0)
+    np.testing.assert_allclose(jac.T @ stage1["coeffs"], [0.0, 1.0, 0.0], atol=1e-6)
+    oracle = ref.came_coefficients(jac @ jac.T, lam)
+    full = came_np(jac, lam)
+    assert update_distance(jac, full["coeffs"], oracle["coeffs"]) < 1e-5
+    assert np.min(jac @ (jac.T @ full["coeffs"])) >= -1e-6

@@ -149,11 +149,12 @@ def test_strong_duality_at_the_stage1_anchor(num_tasks, kind):
 @pytest.mark.parametrize("num_tasks", [3, 6])
 def test_degenerate_dual_on_a_face(num_tasks):
     """g_1 = v, g_2 = −s·v, rest ⊥ v. With λ_1 = s·λ_2 (g_λ ⊥ v) and with λ_1 = 1.05·s·λ_2 the
-    optimum is g_w* = 0: value exactly 0 and the spec's fallback a = λ.
+    optimum is g_w* = 0: value exactly 0, and d_CA is the projection of g_λ onto the dual cone.
 
-    With g_λ ⊥ v, d = g_λ is primal optimal (strong duality holds). With λ_1 = 1.05·s, only weak
-    duality holds: <g_2, g_λ> < 0 although the primal optimum is 0 (some d in the ball has
-    <g_i, d> ≥ 0 for all i), so the spec's a = λ is feasible but not primal optimal.
+    With g_λ ⊥ v, g_λ is in the cone and d = g_λ (a = λ). With λ_1 = 1.05·s, <g_2, g_λ> < 0:
+    the projection removes the component along v (Jᵀ(a − λ) = −<g_λ, v>v/‖v‖²), and strong
+    duality holds: min_i (Ĝa)_i = 0, the primal optimum (the rule "a = λ" it replaces left
+    min_i (Ĝa)_i < 0, a conflict).
     """
     rng = np.random.default_rng(num_tasks)
     jac = pareto_stationary_jacobian(rng, num_tasks, DIM, on_face=True)
@@ -166,12 +167,16 @@ def test_degenerate_dual_on_a_face(num_tasks):
         # 0 up to float64 round-off, which sqrt(wᵀĜw) lifts to ≈ 1e-8.
         assert w @ gram_hat @ w <= 1e-15
         assert abs(value) <= 1e-7
-        np.testing.assert_array_equal(stage1_anchor(gram_hat, lam, 0.5, w), lam)
-        primal = np.min(gram_hat @ lam)
+        anchor = stage1_anchor(gram_hat, lam, 0.5, w)
+        assert np.min(gram_hat @ anchor) == pytest.approx(0.0, abs=1e-9)
+        shift = jac.T @ (anchor - lam)  # raw units: Jᵀ(a − λ) = −(<g_λ, v>/‖v‖²) v
+        g_lam, v = jac.T @ lam, jac[0]
+        expected = -(g_lam @ v) / (v @ v) * v
+        np.testing.assert_allclose(shift, expected, atol=1e-7 * np.linalg.norm(g_lam))
         if tilt == 1.0:
-            assert primal == pytest.approx(0.0, abs=1e-14)
+            assert np.min(gram_hat @ lam) == pytest.approx(0.0, abs=1e-14)
         else:
-            assert primal < -1e-3
+            assert np.min(gram_hat @ lam) < -1e-3
         # A grid point cannot beat the exact optimum.
         if num_tasks <= 3:
             assert grid_dual(gram_hat, lam, 0.5, 600)[1] >= value - 1e-7

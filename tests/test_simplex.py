@@ -45,6 +45,21 @@ def _gap(gram_hat, weights, rho, dtype=jnp.float32):
     return (ours - best) / _scale(gram_hat, weights, rho), at_kink(gram_hat, w_ref)
 
 
+def assert_no_worse_than_grid(gram_hat: np.ndarray, weights: np.ndarray, points: int) -> None:
+    """The float32 solve (rho = 0.5) is within round-off of the best of a grid of the simplex
+    (``ref.grid_dual`` with ``points``): brute force, independent of any solver."""
+    k = len(weights)
+    w = dual_jit(
+        jnp.asarray(gram_hat, jnp.float32),
+        jnp.asarray(weights, jnp.float32),
+        jnp.float32(0.5),
+        jnp.full((k,), 1.0 / k),
+    )
+    ours = ref.dual_objective(gram_hat, weights, 0.5, np.asarray(w, np.float64))
+    _, grid_value = ref.grid_dual(gram_hat, weights, 0.5, points)
+    assert ours <= grid_value + 1e-6 * _scale(gram_hat, weights, 0.5)
+
+
 def at_kink(gram_hat: np.ndarray, w_ref: np.ndarray) -> bool:
     """Whether the oracle's optimum is the dual's kink, g_w* = 0 (to float32's resolution)."""
     return bool(w_ref @ gram_hat @ w_ref <= np.sqrt(np.finfo(np.float32).eps) * np.trace(gram_hat))
@@ -111,19 +126,7 @@ def test_pair_solver_matches_grid_search():
         jac = ref.sample_jacobian(rng, 2, 5, rng.integers(1, 3))
         jac[1] *= -rng.uniform(0.1, 3.0)
         weights = rng.uniform(0.1, 4.0, 2)
-        gram_hat, weights = _problem(jac, weights)
-        w = np.asarray(
-            dual_jit(
-                jnp.asarray(gram_hat, jnp.float32),
-                jnp.asarray(weights, jnp.float32),
-                jnp.float32(0.5),
-                jnp.full((2,), 0.5),
-            ),
-            np.float64,
-        )
-        _, grid_value = ref.grid_dual(gram_hat, weights, 0.5, 20000)
-        ours = ref.dual_objective(gram_hat, weights, 0.5, w)
-        assert ours <= grid_value + 1e-6 * _scale(gram_hat, weights, 0.5)
+        assert_no_worse_than_grid(*_problem(jac, weights), 20000)
 
 
 @functools.partial(jax.jit, static_argnames="solver")

@@ -11,8 +11,8 @@ $$
 
 and the primal solution is $d = g_0 + (\sqrt\phi / \|g_w\|)\,g_w$. This is stage 1 of
 CAME-Grad with task weights $\mathbf 1/K$ and radius $\rho = c$, so it is computed by
-`camegrad_jax._came.rectify` (the dual solved exactly for K ≤ 2, by primal–dual splitting
-plus an exact active-set finish for K > 2).
+`camegrad_jax._came.rectify` (the dual solved exactly and loop-free for K ≤ 8 by support
+enumeration, by primal–dual splitting plus an exact active-set finish above).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import optax
 
 from camegrad_jax._came import rectify
 from camegrad_jax._checks import check_in_range, concrete
+from camegrad_jax._numerics import normalised_gram
 from camegrad_jax._simplex import DualSolver, psd_sqrt
 from camegrad_jax._weighting import Weighting
 
@@ -40,16 +41,14 @@ def cagrad_coefficients(
 ) -> Array:
     r"""CAGrad's coefficients $a/s$, computed on $\hat G = G/\operatorname{tr}G$.
 
-    $a = \mathbf 1/K + (\sqrt\phi / \|g_{w^*}\|)\,w^*$ ($a = \mathbf 1/K$ when
-    $g_{w^*}$ vanishes: the tasks are Pareto-stationary and no direction improves them all), and
+    $a = \mathbf 1/K + (\sqrt\phi / \|g_{w^*}\|)\,w^*$ (when $g_{w^*}$ vanishes the tasks
+    are Pareto-stationary and $J^\top a$ is the projection of $g_0$ onto the dual cone), and
     $s$ is 1, $1 + c^2$ or $1 + c$ for ``rescale`` 0, 1 or 2. The dual solver starts from the
     uniform weights every step, as the official code. A Gram matrix with zero or non-finite
     trace gives $\mathbf 1/K$ (the update is zero).
     """
     num_tasks = gram.shape[-1]
-    trace = jnp.trace(gram)
-    valid = (trace > 0.0) & jnp.isfinite(trace)
-    gram_hat = jnp.where(valid, gram / jnp.where(valid, trace, 1.0), 0.0)
+    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
     mean = jnp.full((num_tasks,), 1.0 / num_tasks, gram.dtype)
     anchor, _ = rectify(gram_hat, psd_sqrt(gram_hat), mean, c, mean, solver)
     divisor = jnp.where(rescale == 0, 1.0, jnp.where(rescale == 1, 1.0 + c * c, 1.0 + c))
@@ -82,12 +81,13 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
 
     with $s = 1$ (``rescale=0``), $1 + c^2$ (``rescale=1``, the official default) or
     $1 + c$ (``rescale=2``). So $c = 0$ is the mean gradient, and for $c \ge 1$ the ball
-    contains 0, so the update conflicts with no task unless the gradients are
-    Pareto-stationary ($g_{w^*} = 0$, where we fall back to $g_0/s$; TorchJD returns 0 there
-    and the official code divides by $\|g_{w^*}\| + 10^{-8}$).
+    contains 0, so the update conflicts with no task. At a Pareto-stationary point
+    ($g_{w^*} = 0$) we take the projection of $g_0$ onto the dual cone $\{d: Jd \ge 0\}$
+    (spec §3, stage 1; TorchJD returns 0 there and the official code divides by
+    $\|g_{w^*}\| + 10^{-8}$).
 
     ``rescale = 0`` is [`came`][camegrad_jax.weightings.came] with ``task_weights = 1/K``,
-    ``rho = c``, ``kappa = None``, ``nu = 0`` (the same solver, exact for K ≤ 2). TorchJD's
+    ``rho = c``, ``kappa = None``, ``nu = 0`` (the same solver, exact for K ≤ 8). TorchJD's
     ``CAGrad(c)`` is ``rescale = 0``. The official code solves the dual with SLSQP; its
     objective's $\sqrt{\cdot + 10^{-8}}$ smoothing and step tolerances differ from this exact
     solution by about $10^{-4}$.
@@ -98,7 +98,7 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
       rescale: 0, 1 or 2 (default 1, as the official code). Either a Python int or an integer
         array: it may be traced too (``optax.inject_hyperparams`` turns it into one), since it
         only selects the divisor $s$.
-      solver: static iteration counts of the dual solver for K > 2.
+      solver: where enumeration stops (K ≤ 8 exact) and the iteration counts above.
 
     Returns:
       A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``). Each step is

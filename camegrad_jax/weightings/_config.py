@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from camegrad_jax._checks import check_in_range
+from camegrad_jax._numerics import normalised_gram, safe_sqrt
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -39,10 +40,8 @@ def config_coefficients(gram: Array, pref_vector: Array) -> Array:
     k = gram.shape[-1]
     dtype = gram.dtype
     eps = jnp.finfo(dtype).eps
-    mean_sq = jnp.trace(gram) / k
-    valid = (mean_sq > 0.0) & jnp.isfinite(mean_sq)
-    gram_hat = gram / jnp.where(valid, mean_sq, 1.0)
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram_hat), 0.0))
+    gram_hat, valid = normalised_gram(gram, jnp.trace(gram) / k)
+    norms = safe_sqrt(jnp.diagonal(gram_hat))
     nonzero = norms > 0.0
     inv_norms = jnp.where(nonzero, 1.0 / jnp.where(nonzero, norms, 1.0), 0.0)
     cosines = inv_norms[:, None] * gram_hat * inv_norms[None, :]

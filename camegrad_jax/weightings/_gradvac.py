@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from camegrad_jax._checks import check_in_range, concrete
+from camegrad_jax._numerics import safe_sqrt
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -60,18 +61,18 @@ def vaccinate(gram_hat: Array, targets: Array, order: Array, beta: Array) -> tup
     k = gram_hat.shape[-1]
     dtype = gram_hat.dtype
     eps = jnp.finfo(dtype).eps
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram_hat), 0.0))
+    norms = safe_sqrt(jnp.diagonal(gram_hat))
 
     def row(i: Array, partners: Array, target_row: Array) -> tuple[Array, Array]:
         def visit(carry: tuple[Array, Array, Array], j: Array):
             c, cg, target_row = carry
-            norm_i = jnp.sqrt(jnp.maximum(c @ cg, 0.0))
+            norm_i = safe_sqrt(c @ cg)
             norm_j = norms[j]
             valid = (norm_i > 0.0) & (norm_j > 0.0)
             denom = jnp.where(valid, norm_i * norm_j, 1.0)
             phi = jnp.where(valid, jnp.clip(cg[j] / denom, -1.0, 1.0), 0.0)
             target = target_row[j]
-            sin_phi = jnp.sqrt(jnp.maximum(1.0 - phi * phi, 0.0))
+            sin_phi = safe_sqrt(1.0 - phi * phi)
             sin_target = jnp.sqrt(jnp.maximum(1.0 - target * target, eps))
             step = norm_i * (target * sin_phi - phi * sin_target)
             step = step / (jnp.where(valid, norm_j, 1.0) * sin_target)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from camegrad_jax._numerics import normalised_gram, safe_sqrt
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -24,10 +25,8 @@ def imtl_g_coefficients(gram: Array) -> Array:
     """
     k = gram.shape[-1]
     eps = jnp.finfo(gram.dtype).eps
-    trace = jnp.trace(gram)
-    valid = (trace > 0.0) & jnp.isfinite(trace)
-    gram_hat = gram / jnp.where(valid, trace, 1.0)
-    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram_hat), 0.0))
+    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
+    norms = safe_sqrt(jnp.diagonal(gram_hat))
     eigvals, eigvecs = jnp.linalg.eigh(gram_hat)
     kept = eigvals > k * eps * jnp.max(eigvals)
     inverse = jnp.where(kept, 1.0 / jnp.where(kept, eigvals, 1.0), 0.0)

@@ -4,7 +4,9 @@ They need the current task losses, given to the transformation's ``update`` as t
 argument ``losses`` (a ``(K,)`` vector, e.g. the first output of
 [`value_and_jacobian`][camegrad_jax.value_and_jacobian]). The Gram matrix only fixes K and the
 dtype. Their own small optimisers (Adam on FAMO's logits and on the uncertainty weights' log
-variances) live in the state.
+variances) live in the state. A step whose losses hold NaN or Inf is skipped by
+[`aggregate`][camegrad_jax.aggregate], which keeps the state as it was, so one bad loss does
+not stay in the loss history.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from camegrad_jax._checks import check_in_range
+from camegrad_jax._checks import check_in_range, concrete
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -154,6 +157,10 @@ def famo(learning_rate: Any = 0.025, weight_decay: Any = 1e-3, min_losses: Any =
     same batch with an extra forward pass; here the next step's losses are used, so no extra
     pass is needed.
 
+    The losses minus ``min_losses`` must be positive (their log is taken): a concrete loss
+    that is not raises a ``ValueError``; a traced one gives NaN coefficients, so the
+    aggregation skips the step and keeps the state.
+
     Args:
       learning_rate: Adam's step size for the logits (official default 0.025).
       weight_decay: the logits' weight decay $\gamma$ (official default 0.001).
@@ -181,6 +188,13 @@ def famo(learning_rate: Any = 0.025, weight_decay: Any = 1e-3, min_losses: Any =
 
     def weigh(gram: Array, state: FamoState, **extra_args: Any) -> tuple[Array, FamoState]:
         shifted = _losses(extra_args, gram.shape[-1], "famo") - min_losses + 1e-8
+        known = concrete(shifted)
+        if known is not None and np.any(np.isfinite(known) & (known <= 0.0)):
+            raise ValueError(
+                "`famo` takes the log of `losses` - `min_losses`, which must be positive; got "
+                f"losses {np.asarray(extra_args['losses']).tolist()} and min_losses "
+                f"{np.asarray(min_losses).tolist()}."
+            )
         decrease = jnp.log(state.previous_losses) - jnp.log(shifted)
         _, pullback = jax.vjp(jax.nn.softmax, state.logits)
         (grad,) = pullback(decrease)
@@ -190,7 +204,8 @@ def famo(learning_rate: Any = 0.025, weight_decay: Any = 1e-3, min_losses: Any =
             lambda new, old: jnp.where(state.started, new, old), opt_state, state.optimizer_state
         )
         weights = jax.nn.softmax(logits) / shifted
-        coeffs = weights / jnp.sum(weights)
+        # A traced non-positive loss: NaN coefficients make the aggregation skip the step.
+        coeffs = jnp.where(jnp.all(shifted > 0.0), weights / jnp.sum(weights), jnp.nan)
         return coeffs.astype(gram.dtype), FamoState(logits, opt_state, shifted, jnp.array(True))
 
     return Weighting(init, weigh, uses_gram=False)

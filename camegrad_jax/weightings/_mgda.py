@@ -1,8 +1,9 @@
 r"""MGDA: the minimum-norm element of the convex hull of the task gradients.
 
 $w^* = \arg\min_{w \in \Delta_K} w^\top G w$ and the update is $d = J^\top w^*$. For K = 2
-the minimiser has a closed form; for K > 2, Frank–Wolfe (Sener and Koltun's Algorithm 2)
-finds the support of $w^*$ and Wolfe's exact active-set method finishes on it.
+the minimiser has a closed form, for K ≤ 8 (``MgdaSolver.enumerate_up_to``) support enumeration
+finds it exactly with no loop; above, Frank–Wolfe (Sener and Koltun's Algorithm 2) finds the
+support of $w^*$ and Wolfe's exact active-set method finishes on it.
 """
 
 from __future__ import annotations
@@ -13,23 +14,29 @@ import jax
 import jax.numpy as jnp
 
 from camegrad_jax._simplex import psd_sqrt
+from camegrad_jax._solvers import _enumeration
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
 
 
 class MgdaSolver(NamedTuple):
-    """Static iteration counts of the MGDA solver for K > 2 (K ≤ 2 is solved exactly).
+    """How MGDA's minimum-norm problem is solved: exactly for small K, by iterations above.
+
+    K ≤ 2 has a closed form and K ≤ ``enumerate_up_to`` is solved exactly and loop-free by
+    support enumeration (`camegrad_jax._solvers._enumeration.min_norm`).
 
     Attributes:
       frank_wolfe_iters: Frank–Wolfe iterations (`frank_wolfe`); 250 is the official code's
         ``MAX_ITER``.
       active_set_rounds: rounds of Wolfe's exact active-set method after them
         (`refine_min_norm`); None means $2K + 2$.
+      enumerate_up_to: the largest K solved by support enumeration (static, default 8).
     """
 
     frank_wolfe_iters: int = 250
     active_set_rounds: int | None = None
+    enumerate_up_to: int = 8
 
 
 class MgdaState(NamedTuple):
@@ -173,7 +180,8 @@ def refine_min_norm(gram: Array, factor: Array, w: Array, num_rounds: int) -> Ar
 def solve_min_norm(gram: Array, w_init: Array, solver: MgdaSolver = MgdaSolver()) -> Array:
     r"""$\arg\min_{w \in \Delta_K} w^\top G w$ for a Gram matrix of trace 1.
 
-    K = 1 and K = 2 are exact (`min_norm_pair`). For K > 2 Frank–Wolfe starts from the better
+    K = 1 and K = 2 are exact (`min_norm_pair`), K ≤ ``solver.enumerate_up_to`` exact by
+    support enumeration. Above, Frank–Wolfe starts from the better
     of ``w_init`` (the previous step's solution) and the best pair (`best_pair`), and Wolfe's
     active-set method (`refine_min_norm`) finishes.
     """
@@ -183,6 +191,8 @@ def solve_min_norm(gram: Array, w_init: Array, solver: MgdaSolver = MgdaSolver()
     if k == 2:
         return min_norm_pair(gram)
     factor = psd_sqrt(gram)
+    if k <= solver.enumerate_up_to:
+        return _enumeration.min_norm(gram, factor)[0]
     warm = jnp.clip(w_init, 0.0, None)
     warm = jnp.where(jnp.sum(warm) > 0.0, warm / jnp.sum(warm), 1.0 / k)
     pair = best_pair(gram)
@@ -207,7 +217,9 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
     gradients are not normalised (the paper's ``normalization_type='none'``), so the result
     does not depend on the scale of $G$ and is equivariant to task permutations.
 
-    K = 2 uses the closed form of the paper's Algorithm 1. For K > 2 the paper's Frank–Wolfe
+    K = 2 uses the closed form of the paper's Algorithm 1; K ≤ ``solver.enumerate_up_to``
+    (8) is exact and loop-free (every face's nearest point to 0, the best kept). Above, the
+    paper's Frank–Wolfe
     (Algorithm 2, exact line search, official ``MAX_ITER = 250`` iterations by default) starts
     from the better of the previous step's $w^*$ (kept in the state) and the best pair, as
     the official code does, and Wolfe's exact active-set method then finishes the solve on the
@@ -216,7 +228,7 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
     previous weights.
 
     Args:
-      solver: static iteration counts of the solver for K > 2.
+      solver: where enumeration stops and the static iteration counts above it.
 
     Returns:
       A [`Weighting`][camegrad_jax.Weighting] whose state is an

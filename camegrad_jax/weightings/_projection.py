@@ -115,12 +115,13 @@ def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighti
     Every $\pi_C(g_i)$ lies in $C$, so the update conflicts with no task: $Jd \ge 0$. Gradients
     that already agree are left alone ($v^{(i)} = e_i$ when $\hat G e_i \ge 0$), and a
     gradient's share of the update never shrinks ($v^{(i)} \ge e_i$). The QPs are solved in
-    Gram space by `camegrad_jax._qp.solve_nonneg_qp` (accelerated projected gradient, then an
-    exact active-set finish), a static number of iterations given by ``solver``.
+    Gram space: exactly and loop-free by support enumeration for K ≤ 8
+    (``QPSolver.enumerate_up_to``), above that by `camegrad_jax._qp.solve_nonneg_qp`
+    (accelerated projected gradient, then an exact active-set finish), a static number of
+    iterations given by ``solver``.
 
-    Cost: K QPs of K + 4 active-set rounds, each a K×K eigendecomposition, so
-    $O(K^5)$ flops per step; measured on one CPU core, 11 ms at K = 16, 0.1 s at K = 32 and
-    1.8 s at K = 64 (DualProj, one QP: 0.6, 1.4 and 21 ms). A smaller
+    Cost above K = 8: K QPs of K + 4 active-set rounds, each a K×K eigendecomposition, so
+    $O(K^5)$ flops per step (``python -m benchmarks.aggregators`` measures it). A smaller
     ``QPSolver(active_set_rounds=...)`` trades exactness for speed.
 
     Conventions: $d = J^\top c$ as in TorchJD, whose UPGrad weights are ours up to its
@@ -131,7 +132,7 @@ def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighti
     Args:
       pref_vector: preferences $\lambda \ge 0$ combining the projected gradients
         (default $\mathbf 1/K$). May be traced (e.g. under ``optax.inject_hyperparams``).
-      solver: static iteration counts of the QP solver.
+      solver: where enumeration stops (K ≤ 8 exact) and the iteration counts above.
 
     Returns:
       A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).
@@ -173,7 +174,7 @@ def dualproj(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weigh
 
     Args:
       pref_vector: preferences $\lambda \ge 0$ (default $\mathbf 1/K$). May be traced.
-      solver: static iteration counts of the QP solver.
+      solver: where enumeration stops (K ≤ 8 exact) and the iteration counts above.
 
     Returns:
       A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).

@@ -1,0 +1,40 @@
+r"""Safe-where numerics: the plain value, with a derivative that stays finite where it would not.
+
+``jnp.where(c, f(x), y)`` has a NaN derivative wherever ``f``'s derivative at ``x`` is infinite,
+even where ``c`` is False: the backward pass multiplies the zero cotangent by infinity. The
+functions here evaluate ``f`` at a harmless point instead, so ``jax.grad`` of an update through
+the aggregation stays finite at identical, zero or opposite gradients (meta-learning through
+the optimizer).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def safe_sqrt(x: Array) -> Array:
+    r"""$\sqrt{\max(x, 0)}$, with derivative 0 (not $\infty$) where $x \le 0$."""
+    positive = x > 0.0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def safe_norm(x: Array, axis: int | None = None) -> Array:
+    r"""$\|x\|_2$ of a vector (or of each slice along ``axis``), with derivative 0 (not NaN)
+    at $x = 0$."""
+    return safe_sqrt(jnp.sum(x * x, axis=axis))
+
+
+def normalised_gram(gram: Array, divisor: Array) -> tuple[Array, Array]:
+    r"""$G / s$ and whether $s$ is positive and finite.
+
+    Where it is not (every gradient is 0, or one is not finite), a stand-in takes the place of
+    $G/s$: diagonal with distinct eigenvalues and trace 1, so that ``eigh``, square roots and
+    solvers whose results the caller discards there keep finite derivatives.
+    """
+    k = gram.shape[-1]
+    valid = (divisor > 0.0) & jnp.isfinite(divisor)
+    stand_in = jnp.diag(jnp.arange(1, k + 1, dtype=gram.dtype)) / (k * (k + 1) / 2)
+    return jnp.where(valid, gram / jnp.where(valid, divisor, 1.0), stand_in), valid

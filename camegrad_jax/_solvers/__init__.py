@@ -1,0 +1,1 @@
+"""K×K solvers shared by the weightings; each solve returns (solution, residual)."""
