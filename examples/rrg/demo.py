@@ -39,7 +39,7 @@ from examples.rrg.data import clean_report, load_annotation
 from examples.rrg.labeler import label_reports
 from examples.rrg.metrics import evaluate_reports
 from examples.rrg.observations import OBSERVATIONS
-from examples.rrg.plots import plot_dilemma, plot_runs, plot_sweep
+from examples.rrg.plots import SWEEP_KEYS, plot_dilemma, plot_runs, plot_sweep
 from examples.rrg.synthetic import findings_from_labels, generate, write_report
 from examples.rrg.train import TrainConfig, train
 
@@ -96,7 +96,7 @@ class DemoSize:
     lr: float = 3e-3
 
 
-DEFAULT = DemoSize(3000, epochs=6, seeds=(0, 1, 2), val_limit=64, test_limit=None, beam_size=3)
+DEFAULT = DemoSize(5000, epochs=6, seeds=(0, 1, 2), val_limit=64, test_limit=None, beam_size=3)
 QUICK = DemoSize(160, epochs=1, seeds=(0, 1), val_limit=16, test_limit=16, beam_size=1)
 #: For a GPU: 4× the pixels, a wider and deeper model, more studies.
 LARGE = DemoSize(
@@ -374,7 +374,7 @@ def run_demo(
 def dynamics_table(dynamics: Mapping[str, Any], labels: Mapping[str, str]) -> str:
     """The :func:`dynamics_summary` of every optimizer as a markdown table."""
     columns = (("recorded steps", "steps", "d"), ("cos < 0", "conflicting_fraction", ".1%"),
-               ("median cos", "median_cosine", "+.3f"), ("median ‖g_lm‖/‖4 g_cls‖",
+               ("median cos", "median_cosine", "+.3f"), ("median ‖g_lm‖/‖λ_cls g_cls‖",
                "median_ratio", ".3g"), ("median retention", "median_retention", ".3f"),
                ("median γ", "median_gain", ".3f"), ("mean ν_t", "mean_fusion", ".3f"))  # fmt: skip
     lines = ["| optimizer | " + " | ".join(c[0] for c in columns) + " |",
@@ -414,7 +414,7 @@ def run_sweep(
         f"# Sensitivity sweep ({backbone}, seeds {list(size.seeds)}, {size.epochs} epochs)\n\n"
         f"{table}\n\n## Paired differences to LS (same seed)\n\n{paired_table(paired, labels)}\n"
     )
-    plot_sweep(summary, out / "sweep.png", keys=("ce14_f1_macro", "ce5_f1_micro", "BLEU_4"))
+    plot_sweep(summary, out / "sweep.png", keys=SWEEP_KEYS)
     print(table)
     print(f"wrote sweep.json, sweep.md and sweep.png into {out}")
     return {"meta": meta, "variants": summary, "paired": paired}

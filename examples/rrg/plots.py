@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+#: The metrics of the sweep figure.
+SWEEP_KEYS = ("ce14_f1_macro", "ce5_f1_micro", "BLEU_4")
+
 
 def _smooth(values: Sequence[float], window: int = 25) -> np.ndarray:
     """Trailing moving average (the raw per-batch losses are noisy)."""
@@ -161,3 +164,22 @@ def plot_sweep(summary: Mapping[str, Any], path: str | Path, keys: Sequence[str]
         ax.set_ylim(bottom=max(0.0, low - 0.05))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m examples.rrg.plots SWEEP_JSON OUT_PNG``: the sweep figure of a saved
+    ``sweep.json`` (how the docs draw theirs from a recorded sweep)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m examples.rrg.plots", description=main.__doc__)
+    parser.add_argument("sweep_json", type=Path)
+    parser.add_argument("out_png", type=Path)
+    args = parser.parse_args(argv)
+    summary = json.loads(args.sweep_json.read_text())["variants"]
+    args.out_png.parent.mkdir(parents=True, exist_ok=True)
+    plot_sweep(summary, args.out_png, keys=SWEEP_KEYS)
+
+
+if __name__ == "__main__":
+    main()

@@ -83,7 +83,7 @@ class TrainConfig:
     num_layers: int = 2
     dropout: float = 0.1
     guided: bool = True
-    dynamics_every: int = 5
+    dynamics_every: int = 20
     beam_size: int = 3
     val_limit: int | None = 64
     test_limit: int | None = None
