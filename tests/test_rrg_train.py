@@ -175,8 +175,8 @@ def test_large_preset_trains_a_few_steps(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_writes_its_table_and_figure(dataset, tmp_path, monkeypatch):
-    """The sweep machinery on two of its variants (κ = None reaches the optimizer as None), and
-    the docs' way of drawing the figure from a saved sweep.json."""
+    """The sweep machinery on two of its variants (κ = None reaches the optimizer as None), the
+    docs' way of drawing the figure from a saved sweep.json, and resuming."""
     monkeypatch.setattr(demo, "SWEEP", {k: demo.SWEEP[k] for k in ("ls", "kappa=None")})
     size = demo.DemoSize(0, epochs=1, seeds=(0,), val_limit=8, test_limit=8, beam_size=1,
                          image_size=32, d_model=32, num_layers=1, batch_size=8)  # fmt: skip
@@ -187,5 +187,14 @@ def test_sweep_writes_its_table_and_figure(dataset, tmp_path, monkeypatch):
     assert result["paired"]["kappa=None"]["ce14_f1_macro"]["verdict"] == "too few seeds"
     assert "| kappa=None |" in (tmp_path / "sweep" / "sweep.md").read_text()
     plots.main([str(tmp_path / "sweep" / "sweep.json"), str(tmp_path / "docs" / "sweep.png")])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(demo, "train", no_training)  # a re-run reuses every finished run ...
+    again = demo.run_sweep(tmp_path / "sweep", dataset, size=size, progress=False)
+    assert again["variants"] == result["variants"]
+    with pytest.raises(AssertionError, match="trained again"):  # ... of the same config only
+        demo.run_sweep(tmp_path / "sweep", dataset, size=dataclasses.replace(size, epochs=2))
     for png in (tmp_path / "sweep" / "sweep.png", tmp_path / "docs" / "sweep.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

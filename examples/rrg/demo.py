@@ -17,7 +17,9 @@ classification-guided decoding, evaluates them on the test split and writes into
 
 ``--ablation`` adds CAME-Grad's stage combinations; ``--sweep`` runs ρ, κ and ν one at a time
 (2 seeds) and the ablation, and writes ``sweep.md``/``sweep.json``/``sweep.png``; ``--size``
-picks a preset (``quick`` for CI, ``large`` for a GPU).
+picks a preset (``quick`` for CI, ``large`` for a GPU). A run whose ``metrics.json`` is already
+in its folder with the same configuration is read, not trained again, so an interrupted demo or
+sweep picks up where it stopped (delete the folder to retrain).
 """
 
 from __future__ import annotations
@@ -294,10 +296,24 @@ def _train_all(
                 lr=size.lr,
                 **overrides,
             )
-            result = train(config, progress=progress)
+            result = _finished(config) or train(config, progress=progress)
             assert result is not None
             results.setdefault(name, []).append(result)
     return results
+
+
+def _finished(config: TrainConfig) -> dict[str, Any] | None:
+    """The result of a run of ``config`` already in ``config.out`` (any output folder), so an
+    interrupted demo or sweep resumes where it stopped; None if there is none."""
+    path = Path(config.out) / "metrics.json"
+    if not path.is_file():
+        return None
+    result: dict[str, Any] = json.loads(path.read_text())
+    ignore = {"out"}
+    same = {k: v for k, v in result["config"].items() if k not in ignore}
+    wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items()
+              if k not in ignore}  # fmt: skip
+    return result if same == wanted else None
 
 
 def _ensure_data(data: Path, size: DemoSize) -> None:
@@ -327,7 +343,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     _ensure_data(data, size)
-    variants = {name: (name, {}) for name in optimizers}
+    variants: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in optimizers}
     results = _train_all(variants, out, data, size, backbone, progress)
     summary = summarise(results)
     references = reference_rows(data / "annotation.json", "iu_xray", size.test_limit)
