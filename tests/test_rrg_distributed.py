@@ -23,7 +23,7 @@ import pytest
 from test_multiprocess import free_port, tail
 from test_rrg_train import SMALL, make_dataset
 
-from examples.rrg.train import TrainConfig
+from examples.rrg.train import TrainConfig, parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES, TIMEOUT_S = 4, 300
@@ -45,8 +45,12 @@ def command_line(config: TrainConfig) -> list[str]:
     """``python -m examples.rrg.train`` flags that reproduce ``config``."""
     flags = []
     for name, value in dataclasses.asdict(config).items():
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+            continue
         values = value if isinstance(value, tuple) else (value,)
-        flags += [f"--{name.replace('_', '-')}", *map(str, values)]
+        flags += [f"--{flag}", *map(str, values)]
     return flags
 
 
@@ -136,3 +140,16 @@ def test_two_processes_train_like_one_process(tmp_path):
     worst = max(differences, key=differences.__getitem__)
     print(f"2 processes vs 1: max relative difference {differences[worst]:.1e} ({worst})")
     assert differences[worst] < 1e-5, differences
+
+
+def test_command_line_reproduces_the_config():
+    """The flags the job is started with parse back to the same config (booleans as
+    --x/--no-x, κ = None as "None")."""
+    config = TrainConfig(guided=False, kappa=None, task_weights=(1.0, 2.0), val_limit=4,
+                         test_limit=8, dynamics_every=3)  # fmt: skip
+    args = vars(parser().parse_args(command_line(config)))
+    args["task_weights"] = tuple(args["task_weights"])
+    for extra in ("resume", "no_progress", "stop_after", "distributed", "coordinator",
+                  "num_processes", "process_id"):  # fmt: skip
+        args.pop(extra)
+    assert TrainConfig(**args) == config
