@@ -54,6 +54,7 @@ lint: $(VENV)
 
 docs: $(VENV)
 	$(BIN)/python -m examples.toy --methods all --no-progress --out docs/figures/toy
+	$(BIN)/python -m examples.rrg.plots docs/results/rrg-sweep.json docs/figures/rrg/sweep.png
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
