@@ -47,7 +47,8 @@ import camegrad_jax as cg
 from benchmarks import _timing as timing
 from benchmarks import aggregators, train_step
 from benchmarks._hlo import compiled_counts, launch_counts
-from camegrad_jax._simplex import psd_sqrt, solve_conflict_dual
+from camegrad_jax._numerics import psd_sqrt
+from camegrad_jax._solvers._conflict_dual import solve_conflict_dual
 from examples.rrg.objectives import example_losses
 
 SOLVERS = {"iterative": cg.DualSolver(enumerate_up_to=2), "enumeration": cg.DualSolver()}

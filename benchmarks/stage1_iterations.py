@@ -35,7 +35,8 @@ from test_simplex import CASES, RHOS, _problem, _scale, at_kink
 
 import camegrad_jax as cg
 from benchmarks import _timing as timing
-from camegrad_jax._simplex import psd_sqrt, solve_conflict_dual
+from camegrad_jax._numerics import psd_sqrt
+from camegrad_jax._solvers._conflict_dual import solve_conflict_dual
 
 ITERS = (250, 500, 1000, 2000)
 TIMED_KS = (4, 16)

@@ -16,7 +16,7 @@ from camegrad_jax._representation import (
     RepresentationJacobian,
     value_and_representation_jacobian,
 )
-from camegrad_jax._simplex import DualSolver
+from camegrad_jax._solvers import DualSolver, MgdaSolver, NewtonSolver, QPSolver
 from camegrad_jax._transform import AggregateState, aggregate, came_grad, transformation
 from camegrad_jax._weighting import Weighting
 
@@ -44,6 +44,9 @@ __all__ = [
     "AggregateState",
     "DualSolver",
     "GradientDynamics",
+    "MgdaSolver",
+    "NewtonSolver",
+    "QPSolver",
     "RepresentationJacobian",
     "Weighting",
     "accumulate",

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from camegrad_jax._came import cosines
+from camegrad_jax._numerics import cosines
 
 Array = jax.Array
 

@@ -38,3 +38,20 @@ def normalised_gram(gram: Array, divisor: Array) -> tuple[Array, Array]:
     valid = (divisor > 0.0) & jnp.isfinite(divisor)
     stand_in = jnp.diag(jnp.arange(1, k + 1, dtype=gram.dtype)) / (k * (k + 1) / 2)
     return jnp.where(valid, gram / jnp.where(valid, divisor, 1.0), stand_in), valid
+
+
+def psd_sqrt(gram: Array) -> Array:
+    r"""A K×K factor $L$ with $L^\top L = G$ (negative round-off eigenvalues dropped).
+
+    Working with $\|L w\|$ instead of $\sqrt{w^\top G w}$ avoids the cancellation
+    that makes the quadratic form meaningless in float32 near its null space.
+    """
+    eigvals, eigvecs = jnp.linalg.eigh(gram)
+    return safe_sqrt(eigvals)[:, None] * eigvecs.T
+
+
+def cosines(gram: Array) -> Array:
+    r"""Pairwise cosines $G_{ij} / \sqrt{G_{ii}G_{jj}}$ (0 for a zero gradient)."""
+    norms = safe_sqrt(jnp.diagonal(gram))
+    outer = norms[:, None] * norms[None, :]
+    return jnp.where(outer > 0.0, gram / jnp.where(outer > 0.0, outer, 1.0), 0.0)

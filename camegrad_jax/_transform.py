@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from camegrad_jax._came import came
 from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
 from camegrad_jax._gram import (
     all_finite,
@@ -26,8 +25,9 @@ from camegrad_jax._gram import (
 )
 from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
 from camegrad_jax._representation import RepresentationJacobian
-from camegrad_jax._simplex import DualSolver
+from camegrad_jax._solvers._conflict_dual import DualSolver
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._came import came
 
 Array = jax.Array
 

@@ -13,8 +13,9 @@ import numpy as np
 import reference as ref
 
 import camegrad_jax as cg
-from camegrad_jax._came import CameState, came_coefficients
-from camegrad_jax._simplex import psd_sqrt, solve_conflict_dual
+from camegrad_jax._numerics import psd_sqrt
+from camegrad_jax._solvers._conflict_dual import solve_conflict_dual
+from camegrad_jax.weightings._came import CameState, came_coefficients
 
 
 def init_came_state(num_tasks: int) -> CameState:

@@ -19,7 +19,8 @@ from helpers import came_np, update_distance
 from test_simplex import KINK_TOL, _gap, _problem, _scale, assert_no_worse_than_grid, at_kink
 
 import camegrad_jax as cg
-from camegrad_jax._simplex import DualSolver, psd_sqrt
+from camegrad_jax._numerics import psd_sqrt
+from camegrad_jax._solvers._conflict_dual import DualSolver
 from camegrad_jax._solvers._enumeration import (
     conflict_dual,
     min_norm,
@@ -182,7 +183,7 @@ def test_enumeration_and_iterations_agree_below_k0():
 
     @functools.partial(jax.jit, static_argnames="solver")
     def solve(gram, solver):
-        from camegrad_jax._simplex import solve_conflict_dual
+        from camegrad_jax._solvers._conflict_dual import solve_conflict_dual
 
         factor = psd_sqrt(gram)
         radius = 0.5 * jnp.linalg.norm(factor @ jnp.ones(5))

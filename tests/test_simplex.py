@@ -11,7 +11,8 @@ import pytest
 import reference as ref
 from helpers import dual_jit
 
-from camegrad_jax._simplex import DualSolver, project_simplex, psd_sqrt, solve_conflict_dual
+from camegrad_jax._numerics import psd_sqrt
+from camegrad_jax._solvers._conflict_dual import DualSolver, project_simplex, solve_conflict_dual
 
 RHOS = (0.5, 2.0)
 

@@ -14,8 +14,9 @@ from helpers import J_BASE, full_rank_jacobian
 from scipy.optimize import least_squares
 
 import camegrad_jax as cg
+from camegrad_jax._solvers._newton import NewtonSolver
 from camegrad_jax.weightings._config import config
-from camegrad_jax.weightings._fairgrad import FairGradState, NewtonSolver, fairgrad
+from camegrad_jax.weightings._fairgrad import FairGradState, fairgrad
 
 # --------------------------------------------------------------------------------------------
 # ConFIG

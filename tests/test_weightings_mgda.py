@@ -29,7 +29,8 @@ from contract import (
 from helpers import J_BASE
 
 import camegrad_jax as cg
-from camegrad_jax.weightings._mgda import MgdaSolver, MgdaState, frank_wolfe, mgda
+from camegrad_jax._solvers._min_norm import MgdaSolver, frank_wolfe
+from camegrad_jax.weightings._mgda import MgdaState, mgda
 from camegrad_jax.weightings._random import random
 
 # ---------------------------------------------------------------------------------------------

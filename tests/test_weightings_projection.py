@@ -1,4 +1,4 @@
-"""UPGrad, DualProj and their QP solver (`camegrad_jax._qp`) against float64 references.
+"""UPGrad, DualProj and their QP solver (`_solvers._nonneg_qp`) against float64 references.
 
 The reference projection is a float64 cvxpy (Clarabel) solve of min ‖Lv‖² s.t. v ≥ u, with
 LᵀL the Gram matrix the solver saw (rounded to float32, negative round-off eigenvalues dropped).
@@ -19,7 +19,7 @@ from contract import (
 )
 
 import camegrad_jax as cg
-from camegrad_jax._qp import kkt_residual, project_to_dual_cone, solve_nonneg_qp
+from camegrad_jax._solvers._nonneg_qp import kkt_residual, project_to_dual_cone, solve_nonneg_qp
 from camegrad_jax.weightings._projection import dualproj, upgrad
 
 # The reference's Clarabel runs at 1e-10 and may report "inaccurate" there; its answer is still

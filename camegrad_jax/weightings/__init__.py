@@ -1,11 +1,11 @@
 """Weightings: maps from the K×K Gram matrix (or the task losses) to K combination coefficients."""
 
-from camegrad_jax._came import CameState, came
-from camegrad_jax._qp import QPSolver
+from camegrad_jax._solvers import DualSolver, MgdaSolver, NewtonSolver, QPSolver
 from camegrad_jax.weightings._aligned_mtl import aligned_mtl
 from camegrad_jax.weightings._cagrad import cagrad
+from camegrad_jax.weightings._came import CameState, came
 from camegrad_jax.weightings._config import config
-from camegrad_jax.weightings._fairgrad import FairGradState, NewtonSolver, fairgrad
+from camegrad_jax.weightings._fairgrad import FairGradState, fairgrad
 from camegrad_jax.weightings._gradvac import GradVacState, gradvac
 from camegrad_jax.weightings._imtl import imtl_g
 from camegrad_jax.weightings._linear import linear, mean, sum
@@ -17,7 +17,7 @@ from camegrad_jax.weightings._loss_based import (
     famo,
     uncertainty,
 )
-from camegrad_jax.weightings._mgda import MgdaSolver, MgdaState, mgda
+from camegrad_jax.weightings._mgda import MgdaState, mgda
 from camegrad_jax.weightings._nash_mtl import NashMTLState, nash_mtl
 from camegrad_jax.weightings._pcgrad import PCGradState, pcgrad
 from camegrad_jax.weightings._projection import dualproj, upgrad
@@ -25,6 +25,7 @@ from camegrad_jax.weightings._random import RandomState, random
 
 __all__ = [
     "CameState",
+    "DualSolver",
     "DwaState",
     "FairGradState",
     "FamoState",

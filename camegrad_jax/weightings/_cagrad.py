@@ -11,7 +11,7 @@ $$
 
 and the primal solution is $d = g_0 + (\sqrt\phi / \|g_w\|)\,g_w$. This is stage 1 of
 CAME-Grad with task weights $\mathbf 1/K$ and radius $\rho = c$, so it is computed by
-`camegrad_jax._came.rectify` (the dual solved exactly and loop-free for K ≤ 8 by support
+`camegrad_jax.weightings._came.rectify` (the dual solved exactly and loop-free for K ≤ 8 by support
 enumeration, by primal–dual splitting plus an exact active-set finish above).
 """
 
@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from camegrad_jax._came import rectify
 from camegrad_jax._checks import check_in_range, concrete
-from camegrad_jax._numerics import normalised_gram
-from camegrad_jax._simplex import DualSolver, psd_sqrt
+from camegrad_jax._numerics import normalised_gram, psd_sqrt
+from camegrad_jax._solvers._conflict_dual import DualSolver
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._came import rectify
 
 Array = jax.Array
 

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from camegrad_jax._checks import check_in_range, concrete
+from camegrad_jax._solvers._newton import NewtonSolver, check_newton_solver, solve_fair_weights
 from camegrad_jax._weighting import Weighting
-from camegrad_jax.weightings._fairgrad import NewtonSolver, check_newton_solver, solve_fair_weights
 
 Array = jax.Array
 

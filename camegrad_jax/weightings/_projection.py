@@ -8,10 +8,10 @@ $$
 v = \arg\min_{v \ge u} v^\top G v ,
 $$
 
-a quadratic program in Gram space (`camegrad_jax._qp.project_to_dual_cone`). Both weightings
-work on $\hat G = G / \operatorname{tr} G$ (the projection's weights do not depend on the scale
-of $G$) and follow TorchJD's conventions: the preference vector defaults to the mean,
-$\lambda = \mathbf 1/K$.
+a quadratic program in Gram space (`camegrad_jax._solvers._nonneg_qp.project_to_dual_cone`).
+Both weightings work on $\hat G = G / \operatorname{tr} G$ (the projection's weights do not
+depend on the scale of $G$) and follow TorchJD's conventions: the preference vector defaults
+to the mean, $\lambda = \mathbf 1/K$.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from camegrad_jax._checks import check_in_range
-from camegrad_jax._qp import QPSolver, project_to_dual_cone
+from camegrad_jax._solvers._nonneg_qp import QPSolver, project_to_dual_cone
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -116,7 +116,7 @@ def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighti
     that already agree are left alone ($v^{(i)} = e_i$ when $\hat G e_i \ge 0$), and a
     gradient's share of the update never shrinks ($v^{(i)} \ge e_i$). The QPs are solved in
     Gram space: exactly and loop-free by support enumeration for K ≤ 8
-    (``QPSolver.enumerate_up_to``), above that by `camegrad_jax._qp.solve_nonneg_qp`
+    (``QPSolver.enumerate_up_to``), above that by `camegrad_jax._solvers._nonneg_qp.solve_nonneg_qp`
     (accelerated projected gradient, then an exact active-set finish), a static number of
     iterations given by ``solver``.
 

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from camegrad_jax._simplex import psd_sqrt
+from camegrad_jax._numerics import psd_sqrt
 from camegrad_jax._solvers import _enumeration
 
 Array = jax.Array

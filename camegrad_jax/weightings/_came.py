@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
-from camegrad_jax._numerics import normalised_gram, safe_norm, safe_sqrt
-from camegrad_jax._qp import QPSolver, project_to_dual_cone
-from camegrad_jax._simplex import DualSolver, psd_sqrt, solve_conflict_dual
+from camegrad_jax._numerics import cosines, normalised_gram, psd_sqrt, safe_norm, safe_sqrt
+from camegrad_jax._solvers._conflict_dual import DualSolver, solve_conflict_dual
+from camegrad_jax._solvers._nonneg_qp import QPSolver, project_to_dual_cone
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -130,13 +130,6 @@ def fuse(gram: Array, task_weights: Array, scaled_anchor: Array, nu: Array) -> A
     limited = b < floor
     limits = jnp.where(limited, (a - floor) / jnp.where(limited, a - b, 1.0), 1.0)
     return jnp.clip(jnp.minimum(nu, jnp.min(limits)), 0.0, 1.0).astype(gram.dtype)
-
-
-def cosines(gram: Array) -> Array:
-    r"""Pairwise cosines $G_{ij} / \sqrt{G_{ii}G_{jj}}$ (0 for a zero gradient)."""
-    norms = safe_sqrt(jnp.diagonal(gram))
-    outer = norms[:, None] * norms[None, :]
-    return jnp.where(outer > 0.0, gram / jnp.where(outer > 0.0, outer, 1.0), 0.0)
 
 
 def came_coefficients(

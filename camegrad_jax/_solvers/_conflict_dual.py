@@ -38,16 +38,6 @@ def project_simplex(v: Array) -> Array:
     return jnp.maximum(v - jnp.max(thresholds), 0.0)
 
 
-def psd_sqrt(gram: Array) -> Array:
-    r"""A K×K factor $L$ with $L^\top L = G$ (negative round-off eigenvalues dropped).
-
-    Working with $\|L w\|$ instead of $\sqrt{w^\top G w}$ avoids the cancellation
-    that makes the quadratic form meaningless in float32 near its null space.
-    """
-    eigvals, eigvecs = jnp.linalg.eigh(gram)
-    return safe_sqrt(eigvals)[:, None] * eigvecs.T
-
-
 def _norm(x: Array) -> Array:
     return jnp.sqrt(jnp.sum(x * x))
 
