@@ -27,18 +27,27 @@ class Weighting(NamedTuple):
     ``coeffs, state = weigh(gram, state, **extra_args)`` returns the ``(K,)`` coefficients
     $c$ of the update $d = J^\top c$. ``extra_args`` are the keyword arguments given
     to the transformation's ``update`` (e.g. per-step ``task_weights``); a weighting ignores
-    those it does not use. [`aggregate`][camegrad_jax.aggregate] adds ``jacobian_scale``
-    $s$: the Gram matrix it passes is that of $J/s$ ($s = 1$ unless float32 would overflow
-    or underflow), which only weightings that are not scale invariant need. Diagnostics live
-    in the state, so ``optax.tree.get`` reads them.
+    those it does not use. Diagnostics live in the state, so ``optax.tree.get`` reads them.
 
-    ``uses_gram=False`` declares that the coefficients never depend on the Gram matrix's
-    values (fixed, random or loss-based weightings): [`aggregate`][camegrad_jax.aggregate]
-    then skips the $O(K^2 n)$ contraction, passes a zero matrix of the right shape and dtype,
-    and finds a NaN or Inf in $J$ from the update $J^\top c$ instead, so the step costs one
-    pass over $J$, like a summed loss.
+    Three declarations tell [`aggregate`][camegrad_jax.aggregate] which Gram matrix to pass:
+
+    - ``uses_gram=False``: the coefficients never depend on the Gram matrix's values (fixed,
+      random or loss-based weightings). No $O(K^2 n)$ contraction is made; the weighting gets a
+      zero matrix of the right shape and dtype, and a NaN or Inf in $J$ is found from the
+      update $J^\top c$, so the step costs one pass over $J$, like a summed loss.
+    - ``scale_invariant=True``: the coefficients of $sJ$ equal those of $J$ for every
+      $s > 0$. The weighting may then get the Gram matrix of $J/s$, with $s$ a power of two
+      chosen where float32 would overflow or underflow ($s = 1$ otherwise).
+    - ``uses_jacobian_scale=True``: the weighting is not scale invariant but maps its
+      coefficients back itself: it gets the Gram matrix of $J/s$ and ``jacobian_scale=s``
+      (Nash-MTL, FairGrad).
+
+    A weighting that declares neither (the default) gets the true Gram matrix $JJ^\top$,
+    computed once; where it overflows the step is skipped and counted, never silently rescaled.
     """
 
     init: WeightingInitFn
     weigh: WeightingWeighFn
     uses_gram: bool = True
+    scale_invariant: bool = False
+    uses_jacobian_scale: bool = False

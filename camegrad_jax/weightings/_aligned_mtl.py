@@ -98,4 +98,4 @@ def aligned_mtl(scale_mode: str = "min") -> Weighting:
         aligning = balance_transformation(gram, scale_mode)
         return jnp.sum(aligning, axis=1), state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

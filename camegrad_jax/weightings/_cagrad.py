@@ -135,4 +135,4 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
         coeffs = cagrad_coefficients(gram, jnp.asarray(c, gram.dtype), jnp.asarray(rescale), solver)
         return coeffs.astype(gram.dtype), state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

@@ -247,4 +247,4 @@ def came(
         )
         return coeffs, jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), new_state)
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

@@ -134,4 +134,4 @@ def config(pref_vector: Any = None, use_least_square: bool = True) -> Weighting:
             pref = jnp.asarray(pref_vector, gram.dtype)
         return config_coefficients(gram, pref), state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

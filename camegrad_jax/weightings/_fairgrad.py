@@ -126,4 +126,4 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighti
         )
         return w, new_state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, uses_jacobian_scale=True)

@@ -162,4 +162,4 @@ def gradvac(beta: Any = 0.01, seed: Any = 0) -> Weighting:
         new_state = GradVacState(targets=targets.astype(jnp.float32), key=key, order=order)
         return coeffs, new_state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

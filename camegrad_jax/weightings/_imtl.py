@@ -87,4 +87,4 @@ def imtl_g() -> Weighting:
         del extra_args
         return imtl_g_coefficients(gram), state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

@@ -90,4 +90,4 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
         w = jnp.where(valid, solve_min_norm(gram_hat, previous, solver), previous)
         return w, MgdaState(weights=w.astype(jnp.float32))
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

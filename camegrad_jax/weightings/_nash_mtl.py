@@ -154,4 +154,4 @@ def nash_mtl(
         )
         return clip_scale * alpha, new_state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, uses_jacobian_scale=True)

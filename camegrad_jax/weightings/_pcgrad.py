@@ -139,4 +139,4 @@ def pcgrad(seed: int = 0) -> Weighting:
         coeffs = pcgrad_coefficients(gram, orders)
         return coeffs.astype(gram.dtype), PCGradState(key=key, orders=orders)
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)

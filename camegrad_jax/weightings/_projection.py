@@ -78,7 +78,7 @@ def _projection_weighting(pref_vector: Any, coefficients: Any, solver: QPSolver)
         prefs = _preferences(pref_vector, gram.shape[-1], gram.dtype)
         return coefficients(gram, prefs, solver).astype(gram.dtype), state
 
-    return Weighting(init, weigh)
+    return Weighting(init, weigh, scale_invariant=True)
 
 
 def upgrad_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()) -> Array:
