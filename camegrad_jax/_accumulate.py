@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from camegrad_jax._gram import all_finite, num_tasks_of
-from camegrad_jax._representation import RepresentationJacobian
+from camegrad_jax._gram import all_finite
+from camegrad_jax._inputs import jacobian_input, jacobian_rows
 
 Array = jax.Array
 
@@ -161,12 +161,11 @@ def accumulate(
     def update(
         updates: Any, state: AccumulateState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, AccumulateState]:
-        if isinstance(updates, RepresentationJacobian):
+        if not jacobian_input(updates).is_parameter_tree:
             raise TypeError(
                 "`accumulate` cannot average a RepresentationJacobian: its backward pass belongs "
                 "to one micro-batch. Accumulate full Jacobians (value_and_jacobian) instead."
             )
-        num_tasks_of(updates, arg_name="updates")
         expected, expected_def = jax.tree_util.tree_flatten(state.mean_jacobian)
         got, got_def = jax.tree_util.tree_flatten(updates)
         same_tree: bool = got_def == expected_def  # type: ignore[operator]
@@ -279,7 +278,7 @@ def apply_if_finite(
     def update(
         updates: Any, state: optax.ApplyIfFiniteState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, optax.ApplyIfFiniteState]:
-        checked = updates.features if isinstance(updates, RepresentationJacobian) else updates
+        checked = jacobian_rows(updates)
         new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         skipped = _skipped_steps(inner_state) != _skipped_steps(state.inner_state)
         finite = all_finite(checked) & all_finite(new_updates) & ~skipped

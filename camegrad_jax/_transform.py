@@ -14,17 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
-from camegrad_jax._gram import (
-    all_finite,
-    as_rows,
-    check_against_params,
-    combine_leaf,
-    gram_dtype,
-    gramian,
-    num_tasks_of,
-)
+from camegrad_jax._gram import all_finite, check_against_params, gram_dtype
 from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
-from camegrad_jax._representation import RepresentationJacobian
+from camegrad_jax._inputs import Grams, jacobian_input
 from camegrad_jax._solvers._conflict_dual import DualSolver
 from camegrad_jax._weighting import Weighting
 from camegrad_jax.weightings._came import came
@@ -46,47 +38,6 @@ class AggregateState(NamedTuple):
     weighting_state: Any
     coefficients: Array
     skipped_steps: Array
-
-
-def _robust_gramian(jac: Any) -> tuple[Array, Array, Array]:
-    r"""The Gram matrix of $J/s$, the scale $s$ and a finiteness flag.
-
-    The plain Gram matrix ($s = 1$) is computed first; only when it is non-finite or its trace
-    is too small to be accurate (gradients around 1e-20 or 1e20 in float32) is it recomputed
-    from $J / s$ with $s = 2^e$ the power of two that puts $\max|J|/s$ in $[2, 4)$:
-    $J/s$ is then exact, and so is $1/s$, which stays a normal number (a reciprocal of
-    $\max|J|$ itself is subnormal above ~8.5e37 in float32 and flushed to zero under jit).
-    Scale-invariant weightings treat both alike; the others receive $s$ as ``jacobian_scale``
-    and map their coefficients back to $J$'s scale. The flag is False when the Jacobian itself
-    holds NaN or Inf.
-    """
-    # The (K, n) views, also in the rescaled branch: handing the leaves themselves to the cond
-    # made XLA:CPU materialise a second, transposed copy of the Jacobian for it.
-    jac = [as_rows(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
-    gram = gramian(jac)
-    dtype = gram.dtype
-    tiny = jnp.finfo(dtype).tiny / jnp.finfo(dtype).eps
-    trace = jnp.trace(gram)
-    suspicious = ~jnp.all(jnp.isfinite(gram)) | (trace < tiny)
-
-    def rescaled() -> tuple[Array, Array, Array]:
-        leaves = [leaf.astype(dtype) for leaf in jax.tree_util.tree_leaves(jac)]
-        finite = all_finite(leaves)
-        largest = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
-        exponent = _scale_exponent(jnp.where(finite, largest, 0.0))
-        one = jnp.ones((), dtype)
-        inverse = jnp.ldexp(one, -exponent)
-        return gramian([leaf * inverse for leaf in leaves]), jnp.ldexp(one, exponent), finite
-
-    return jax.lax.cond(suspicious, rescaled, lambda: (gram, jnp.ones((), dtype), jnp.array(True)))
-
-
-def _scale_exponent(largest: Array) -> Array:
-    r"""$e$ with ``largest`` $/2^e \in [2, 4)$, clipped so that $2^e$ and $2^{-e}$ are normal."""
-    info = jnp.finfo(largest.dtype)
-    _, exponent = jnp.frexp(largest)  # largest = m 2^exponent, m in [0.5, 1)
-    exponent = jnp.where(largest > 0.0, exponent - 2, 0)
-    return jnp.clip(exponent, info.minexp, -info.minexp)
 
 
 # optax wrappers that shape their zero update like their input (a Jacobian) cannot wrap an
@@ -111,6 +62,22 @@ def _check_not_in_optax_wrapper() -> None:
                     f"{_OPTAX_WRAPPERS[wrapper]} instead."
                 )
         frame = frame.f_back
+
+
+def _check_num_tasks(k: int, expected: int, declared: int | None) -> None:
+    """Clear errors when the Jacobian's K, the state's and the declared one disagree."""
+    if declared is not None and expected != declared:
+        raise ValueError(
+            f"The state holds {expected} tasks but this aggregation was built for "
+            f"{declared}: a state restored from a checkpoint saved with another number of "
+            "tasks cannot be used. Initialise a new state with `init`."
+        )
+    if k != expected:
+        raise ValueError(
+            f"`updates` (the Jacobian) has {k} tasks on its leading axis but the state was "
+            f"initialised for {expected}. The aggregation must be the first transformation of "
+            "the chain and receive the stacked Jacobian (leaves of shape (K, ...))."
+        )
 
 
 def _stack(trees: list[Any]) -> Any:
@@ -196,83 +163,50 @@ def aggregate(
         updates: Any, state: AggregateState, params: Any = None, **extra_args: Any
     ) -> tuple[Any, AggregateState]:
         _check_not_in_optax_wrapper()
-        representation = isinstance(updates, RepresentationJacobian)
-        if representation and groups is not None:
-            raise ValueError(
-                "`groups` needs the parameters' Jacobian; a RepresentationJacobian has one Gram "
-                "matrix (of the shared features) only. Drop `groups` or use value_and_jacobian."
-            )
-        jac = updates.features if representation else updates
-        k = num_tasks_of(jac, arg_name="updates.features" if representation else "updates")
-        expected = state.coefficients.shape[-1]
-        if declared is not None and expected != declared:
-            raise ValueError(
-                f"The state holds {expected} tasks but this aggregation was built for "
-                f"{declared}: a state restored from a checkpoint saved with another number of "
-                "tasks cannot be used. Initialise a new state with `init`."
-            )
-        if k != expected:
-            raise ValueError(
-                f"`updates` (the Jacobian) has {k} tasks on its leading axis but the state was "
-                f"initialised for {expected}. The aggregation must be the first transformation of "
-                "the chain and receive the stacked Jacobian (leaves of shape (K, ...))."
-            )
-        if params is not None and not representation:
-            check_against_params(jac, params, k)
-        leaves, treedef = jax.tree_util.tree_flatten(jac)
-        labels, num_groups = leaf_groups(parameter_shapes(jac, stacked=True), groups)
-        members = [
-            [x for x, g in zip(leaves, labels, strict=True) if g == i] for i in range(num_groups)
-        ]
+        jac = jacobian_input(updates)
+        k = jac.num_tasks
+        _check_num_tasks(k, state.coefficients.shape[-1], declared)
+        if params is not None and jac.is_parameter_tree:
+            check_against_params(jac.rows, params, k)
+        num_groups = state.coefficients.shape[0] if groups is not None else 1
         if weighting.uses_gram:
-            grams, scales, finite_groups = zip(
-                *[_robust_gramian(group) for group in members], strict=True
-            )
-            finite = jnp.all(jnp.stack(finite_groups))
+            rescale = weighting.scale_invariant or weighting.uses_jacobian_scale
+            grams = jac.gram(groups, rescale=rescale)
         else:
             # Coefficients blind to J: no Gram matrix; a NaN or Inf in J shows in J^T c.
-            dtype = gram_dtype(jac)
-            grams = (jnp.zeros((k, k), dtype),) * num_groups
-            scales = (jnp.ones((), dtype),) * num_groups
-            finite = jnp.array(True)
+            dtype = gram_dtype(jac.rows)
+            grams = Grams(
+                jnp.zeros((num_groups, k, k), dtype),
+                jnp.ones((num_groups,), dtype),
+                jnp.array(True),
+            )
 
         def weigh(gram: Array, scale: Array, weighting_state: Any) -> tuple[Array, Any]:
-            return weighting.weigh(gram, weighting_state, jacobian_scale=scale, **extra_args)
+            scale_arg = {"jacobian_scale": scale} if weighting.uses_jacobian_scale else {}
+            return weighting.weigh(gram, weighting_state, **scale_arg, **extra_args)
 
         if groups is None:
-            coeffs, new_state = weigh(grams[0], scales[0], state.weighting_state)
+            coeffs, new_state = weigh(grams.matrices[0], grams.scales[0], state.weighting_state)
             group_coeffs = coeffs[None]
         else:
-            coeffs, new_state = jax.vmap(weigh)(
-                jnp.stack(grams), jnp.stack(scales), state.weighting_state
-            )
+            coeffs, new_state = jax.vmap(weigh)(grams.matrices, grams.scales, state.weighting_state)
             group_coeffs = coeffs
         # A step is applied only if J, the losses given, c and d = J^T c are all finite: a
         # finite J can still give a non-finite c (traced NaN task weights, a weighting that
         # cannot use this step's losses) or d (a float16 J^T c beyond 65504).
+        finite = grams.finite & all_finite(group_coeffs)
         if "losses" in extra_args:
             finite = finite & all_finite(extra_args["losses"])
-        finite = finite & all_finite(group_coeffs)
-        group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(jac))
-        if representation:
-            # One backward pass of sum_k c_k L_k.
-            direction_tree = updates.backward(group_coeffs[0])
-        else:
-            direction_tree = jax.tree_util.tree_unflatten(
-                treedef,
-                [
-                    combine_leaf(leaf, group_coeffs[g])
-                    for leaf, g in zip(leaves, labels, strict=True)
-                ],
-            )
-        finite = finite & all_finite(direction_tree)
-        direction_tree = jax.tree_util.tree_map(
-            lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction_tree
+        group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(jac.rows))
+        direction = jac.combine(group_coeffs, groups)
+        finite = finite & all_finite(direction)
+        direction = jax.tree_util.tree_map(
+            lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction
         )
         weighting_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(finite, new, old), new_state, state.weighting_state
         )
-        return direction_tree, AggregateState(
+        return direction, AggregateState(
             weighting_state=weighting_state,
             coefficients=jnp.where(finite, coeffs, state.coefficients).astype(jnp.float32),
             skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),

@@ -27,9 +27,10 @@ import optax
 from flax import nnx
 
 from camegrad_jax._gram import all_finite
+from camegrad_jax._inputs import jacobian_input
 from camegrad_jax._jacobian import AxisName, losses_and_aux
 from camegrad_jax._jacobian import value_and_jacobian as _value_and_jacobian
-from camegrad_jax._representation import RepresentationJacobian, representation_jacobian
+from camegrad_jax._representation import representation_jacobian
 
 __all__ = ["update", "value_and_jacobian", "value_and_representation_jacobian"]
 
@@ -220,7 +221,7 @@ def update(optimizer: nnx.Optimizer, model: Any, jac: Any, /, **kwargs: Any) -> 
     Returns:
       The updates applied to the ``wrt`` variables.
     """
-    if not isinstance(jac, RepresentationJacobian):
+    if jacobian_input(jac, arg_name="jac").is_parameter_tree:
         return optimizer.update(model, jac, **kwargs)
     params = nnx.as_pure(nnx.state(model, optimizer.wrt))
     opt_state = nnx.as_pure(optimizer.opt_state)

@@ -84,3 +84,47 @@ def test_scale_dependent_weightings_survive_the_rescaled_gram(name, tx, alpha):
         scaled = _flat(step(jac, tx.init(None))[0])
         expected = base * s ** ((1.0 - alpha) / (1.0 + alpha))
         np.testing.assert_allclose(scaled, expected, rtol=2e-3, atol=1e-30)
+
+
+def _recording_weighting(**declarations):
+    """A mean weighting that records the Gram matrix and keyword arguments it was given."""
+    seen = {}
+
+    def weigh(gram, state, **extra_args):
+        seen["gram"], seen["extra"] = gram, extra_args
+        return jnp.full(gram.shape[-1], 1.0 / gram.shape[-1], gram.dtype), state
+
+    return cg.Weighting(lambda k: (), weigh, **declarations), seen
+
+
+@pytest.mark.parametrize("s", [1.0, 1e20])
+def test_gram_received_follows_the_weightings_declaration(s):
+    """Only a scale-invariant weighting may get the Gram of J/s; one that declares nothing gets
+    the true JJᵀ (at s = 1e20 it overflows: the step is skipped and counted, not rescaled);
+    ``jacobian_scale`` reaches only a weighting that declares it uses it."""
+    jac = jax.tree.map(functools.partial(jnp.multiply, s), JAC)
+    rows = np.concatenate(
+        [np.reshape(np.asarray(x, np.float64), (3, -1)) for x in jax.tree.leaves(jac)], 1
+    )
+    true_gram = rows @ rows.T
+    for declarations in ({}, {"scale_invariant": True}, {"uses_jacobian_scale": True}):
+        weighting, seen = _recording_weighting(**declarations)
+        tx = cg.aggregate(weighting, num_tasks=3)
+        update, state = tx.update(jac, tx.init(None))
+        gram, extra = np.asarray(seen["gram"], np.float64), seen["extra"]
+        assert ("jacobian_scale" in extra) == bool(declarations.get("uses_jacobian_scale"))
+        if not declarations or s == 1.0:
+            if s == 1.0:
+                np.testing.assert_allclose(gram, true_gram, rtol=1e-5)
+            else:
+                assert not np.all(np.isfinite(gram))  # the true Gram, overflowed
+                assert int(state.skipped_steps) == 1
+                assert all(float(jnp.max(jnp.abs(u))) == 0.0 for u in jax.tree.leaves(update))
+            continue
+        # Rescaled: the Gram of J/2^e, with 2^e reported where asked for.
+        scale = float(extra.get("jacobian_scale", 0.0)) or 2.0 ** round(
+            np.log2(np.sqrt(true_gram.trace() / np.trace(gram)))
+        )
+        np.testing.assert_allclose(gram * scale**2, true_gram, rtol=1e-5)
+        assert np.log2(scale) == round(np.log2(scale))  # a power of two
+        assert int(state.skipped_steps) == 0
