@@ -17,27 +17,28 @@ from camegrad_jax._representation import (
     value_and_representation_jacobian,
 )
 from camegrad_jax._solvers import DualSolver, MgdaSolver, NewtonSolver, QPSolver
-from camegrad_jax._transform import AggregateState, aggregate, came_grad, transformation
+from camegrad_jax._transform import AggregateState, aggregate, transformation
+from camegrad_jax._transformations import (
+    aligned_mtl,
+    cagrad,
+    came_grad,
+    config,
+    dualproj,
+    dwa,
+    fairgrad,
+    famo,
+    gradvac,
+    imtl_g,
+    mgda,
+    nash_mtl,
+    pcgrad,
+    rlw,
+    uncertainty,
+    upgrad,
+)
 from camegrad_jax._weighting import Weighting
 
 __version__ = "0.1.0"
-
-# Ready transformations for the baseline weightings: cg.<name>(..., num_tasks=K, groups=None).
-aligned_mtl = transformation(weightings.aligned_mtl)
-cagrad = transformation(weightings.cagrad)
-config = transformation(weightings.config)
-dualproj = transformation(weightings.dualproj)
-dwa = transformation(weightings.dwa)
-fairgrad = transformation(weightings.fairgrad)
-famo = transformation(weightings.famo)
-gradvac = transformation(weightings.gradvac)
-imtl_g = transformation(weightings.imtl_g)
-mgda = transformation(weightings.mgda)
-nash_mtl = transformation(weightings.nash_mtl)
-pcgrad = transformation(weightings.pcgrad)
-rlw = transformation(weightings.random)
-uncertainty = transformation(weightings.uncertainty)
-upgrad = transformation(weightings.upgrad)
 
 __all__ = [
     "AccumulateState",

@@ -17,9 +17,7 @@ from camegrad_jax._checks import resolve_num_tasks, static_num_tasks
 from camegrad_jax._gram import all_finite, check_against_params, gram_dtype
 from camegrad_jax._groups import Grouping, leaf_groups, parameter_shapes
 from camegrad_jax._inputs import Grams, jacobian_input
-from camegrad_jax._solvers._conflict_dual import DualSolver
 from camegrad_jax._weighting import Weighting
-from camegrad_jax.weightings._came import came
 
 Array = jax.Array
 
@@ -86,7 +84,7 @@ def _stack(trees: list[Any]) -> Any:
 
 def aggregate(
     weighting: Weighting, *, num_tasks: int | None = None, groups: Grouping = None
-) -> Any:
+) -> optax.GradientTransformationExtraArgs:
     r"""Turns any [`Weighting`][camegrad_jax.Weighting] into an optax transformation.
 
     ``update(jac, state, params=None, **extra_args)`` takes the stacked Jacobian (a pytree of
@@ -215,58 +213,9 @@ def aggregate(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def came_grad(
-    task_weights: Any = None,
-    rho: Any = 0.5,
-    kappa: Any = 1.5,
-    nu: Any = 0.2,
-    *,
-    num_tasks: int | None = None,
-    groups: Grouping = None,
-    solver: DualSolver = DualSolver(),
-) -> Any:
-    r"""CAME-Grad as an optax transformation: stacked Jacobian in, update out.
-
-    ``aggregate(weightings.came(task_weights, rho, kappa, nu), num_tasks=K)`` with K taken from
-    ``task_weights`` or ``num_tasks`` (both given: they must agree). Put it first in a chain,
-    e.g. ``optax.chain(came_grad(task_weights=jnp.array([1.0, 4.0])), optax.adamw(5e-5))``.
-    Per-step weights can be passed as ``update(..., task_weights=...)``. ``rho``, ``kappa``,
-    ``nu`` and ``task_weights`` may be traced (``optax.inject_hyperparams``, ``jax.vmap``);
-    values are range-checked when known at trace time, so a traced value (e.g. weights computed
-    inside a jitted step) must be valid by construction.
-
-    A non-finite Jacobian gives a zero update from this transformation; optimizers chained after
-    it still apply their momentum to that zero, so wrap the chain to skip the whole step.
-
-    Args:
-      task_weights: task weights $\lambda \ge 0$ (default all ones).
-      rho: conflict radius $\rho \ge 0$.
-      kappa: gain cap $\kappa \ge 1$, or None to switch energy injection off.
-      nu: fusion coefficient $\nu \in [0, 1]$.
-      num_tasks: K, when ``task_weights`` is not given.
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-      solver: the stage-1 solver: exact and loop-free up to ``solver.enumerate_up_to`` tasks
-        (8), static iteration counts above.
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs``.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp, optax, camegrad_jax as cg
-      >>> tx = optax.chain(cg.came_grad(task_weights=jnp.array([1.0, 4.0])), optax.sgd(0.1))
-      >>> params = {"w": jnp.zeros(2)}
-      >>> jac = {"w": jnp.array([[1.0, 0.0], [-0.5, 1.0]])}
-      >>> updates, state = jax.jit(tx.update)(jac, tx.init(params))
-      >>> jax.tree.map(lambda u: u.shape, updates)
-      {'w': (2,)}
-    """
-    k = resolve_num_tasks(task_weights, num_tasks)
-    weighting = came(task_weights, rho, kappa, nu, solver=solver)
-    return aggregate(weighting, num_tasks=num_tasks if k is None else k, groups=groups)
-
-
-def transformation(weighting_factory: Callable[..., Weighting]) -> Callable[..., Any]:
+def transformation(
+    weighting_factory: Callable[..., Weighting],
+) -> Callable[..., optax.GradientTransformationExtraArgs]:
     """Turns a weighting factory into a transformation factory with the same arguments.
 
     ``transformation(weightings.cagrad)(c=0.5, num_tasks=3)`` is
@@ -291,7 +240,7 @@ def transformation(weighting_factory: Callable[..., Weighting]) -> Callable[...,
     @functools.wraps(weighting_factory)
     def factory(
         *args: Any, num_tasks: int | None = None, groups: Grouping = None, **kwargs: Any
-    ) -> Any:
+    ) -> optax.GradientTransformationExtraArgs:
         bound = signature.bind(*args, **kwargs)
         k = resolve_num_tasks(bound.arguments.get("task_weights"), num_tasks)
         weighting = weighting_factory(*args, **kwargs)
