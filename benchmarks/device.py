@@ -75,7 +75,7 @@ def _dual(solver: cg.DualSolver) -> Callable[..., jax.Array]:
         factor = psd_sqrt(gram_hat)
         radius = rho * jnp.linalg.norm(factor @ weights)
         w0 = jnp.full(weights.shape, 1.0 / weights.shape[0], gram_hat.dtype)
-        return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w0, solver)
+        return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w0, solver)[0]
 
     return solve
 

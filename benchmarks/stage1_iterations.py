@@ -56,7 +56,7 @@ def _solver(solver: cg.DualSolver) -> Any:
         factor = psd_sqrt(gram_hat)
         radius = rho * jnp.sqrt(jnp.sum((factor @ weights) ** 2))
         w0 = jnp.full((k,), 1.0 / k, gram_hat.dtype)
-        return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w0, solver)
+        return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w0, solver)[0]
 
     return solve
 

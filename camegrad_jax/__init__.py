@@ -11,7 +11,7 @@ from camegrad_jax._accumulate import AccumulateState, accumulate, apply_if_finit
 from camegrad_jax._dynamics import GradientDynamics, gradient_dynamics
 from camegrad_jax._gram import combine, gramian
 from camegrad_jax._jacobian import value_and_jacobian
-from camegrad_jax._logging import diagnostic_arrays, diagnostics
+from camegrad_jax._logging import diagnostic_arrays, diagnostics, flatten_diagnostics
 from camegrad_jax._representation import (
     RepresentationJacobian,
     value_and_representation_jacobian,
@@ -64,6 +64,7 @@ __all__ = [
     "dwa",
     "fairgrad",
     "famo",
+    "flatten_diagnostics",
     "gradient_dynamics",
     "gradvac",
     "gramian",

@@ -10,7 +10,7 @@ wrapper such as [`accumulate`][camegrad_jax.accumulate] or ``optax.inject_hyperp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -50,61 +50,43 @@ def _array(node: Any) -> Array | None:
     return leaf if hasattr(leaf, "dtype") and hasattr(leaf, "shape") else None
 
 
-def _scalars(name: str, value: Array, out: dict[str, Array], *, pairs: str = "") -> None:
-    """Adds ``value``'s entries as ``name``, ``name/i``, ``name/i/j``, ... (floats, int scalars)."""
+def _loggable(value: Array) -> bool:
+    """Floating-point arrays and integer counters; not PRNG key data, orders or flags."""
     dtype = jnp.dtype(value.dtype)
-    numeric = jnp.issubdtype(dtype, jnp.floating) or (
+    return jnp.issubdtype(dtype, jnp.floating) or (
         jnp.issubdtype(dtype, jnp.signedinteger) and value.ndim == 0
     )
-    if not numeric:  # PRNG key data (uint32), visiting orders, flags
-        return
-    for index in np.ndindex(*value.shape):
-        if len(index) == 2 and (
-            (pairs == "symmetric" and index[0] >= index[1])
-            or (pairs == "off_diagonal" and index[0] == index[1])
-        ):
-            continue
-        key = "/".join([name, *map(str, index)])
-        out[key] = value[index]
 
 
-def _weighting_entries(prefix: str, node: Any, out: dict[str, Array], group: int | None) -> None:
+def _weighting_entries(prefix: str, node: Any, out: dict[str, Array]) -> None:
     fields = _fields(node)
     if fields is None:
         value = _array(node)
-        if value is not None:
-            if group is not None:
-                value = value[group]
-            name = prefix.rsplit("/", 1)[-1]
-            pairs = "symmetric" if name in _SYMMETRIC else ""
-            pairs = "off_diagonal" if name in _OFF_DIAGONAL else pairs
-            _scalars(prefix, value, out, pairs=pairs)
+        if value is not None and _loggable(value):
+            out[prefix] = value
         return
     for name, child in fields.items():
         if str(name) in _SKIPPED:
             continue
-        child_prefix = f"{prefix}/{name}" if prefix else str(name)
-        _weighting_entries(child_prefix, child, out, group)
+        _weighting_entries(f"{prefix}/{name}" if prefix else str(name), child, out)
 
 
 def _aggregate_entries(state: dict[Any, Any], out: dict[str, Array]) -> None:
     coefficients = _array(state["coefficients"])
     skipped = _array(state["skipped_steps"])
     if skipped is not None:
-        _scalars("skipped_steps", skipped, out)
+        out["skipped_steps"] = skipped
     if coefficients is None:
         return
+    entries = {"coefficients": coefficients}
+    _weighting_entries("", state["weighting_state"], entries)
     if coefficients.ndim == 1:
-        _scalars("coefficients", coefficients, out)
-        _weighting_entries("", state["weighting_state"], out, None)
+        out.update(entries)
         return
     for g in range(coefficients.shape[0]):  # parameter groups: a leading group axis
-        entries: dict[str, Array] = {}
-        _scalars("coefficients", coefficients[g], entries)
-        _weighting_entries("", state["weighting_state"], entries, g)
         for key, value in entries.items():
             name, _, rest = key.partition("/")
-            out["/".join(filter(None, [name, f"group{g}", rest]))] = value
+            out["/".join(filter(None, [name, f"group{g}", rest]))] = value[g]
 
 
 def _walk(node: Any, aggregates: list[dict[Any, Any]], hyperparams: list[dict[Any, Any]]) -> None:
@@ -126,24 +108,26 @@ def _walk(node: Any, aggregates: list[dict[Any, Any]], hyperparams: list[dict[An
 
 
 def diagnostic_arrays(opt_state: Any) -> dict[str, Array]:
-    """The diagnostics of [`diagnostics`][camegrad_jax.diagnostics] as 0-d arrays, jit-friendly.
+    """The diagnostics of [`diagnostics`][camegrad_jax.diagnostics] as whole arrays, jit-friendly.
 
-    Only the state's structure, shapes and dtypes decide the keys, so this runs inside
-    ``jax.jit`` (return the dict from the train step and fetch it with one
-    ``jax.device_get`` when logging).
+    ``coefficients`` is a ``(K,)`` array, CAME-Grad's ``cosines`` a ``(K, K)`` one, ``gain`` a
+    0-d one: one entry per field, whatever K, so a jitted train step can return the dict
+    cheaply. Only the state's structure, shapes and dtypes decide the keys, so this runs
+    inside ``jax.jit``; [`diagnostics`][camegrad_jax.diagnostics] flattens them on the host.
 
     Args:
       opt_state: any optimiser state holding aggregations (see
         [`diagnostics`][camegrad_jax.diagnostics]).
 
     Returns:
-      ``{name: 0-d array}``, in a deterministic order.
+      ``{name: array}``, in a deterministic order.
 
     Examples:
       >>> import jax, camegrad_jax as cg
       >>> state = cg.came_grad(num_tasks=2).init(None)
-      >>> sorted(jax.jit(cg.diagnostic_arrays)(state))[:4]
-      ['coefficients/0', 'coefficients/1', 'cosines/0/1', 'dual_weights/0']
+      >>> arrays = jax.jit(cg.diagnostic_arrays)(state)
+      >>> arrays["coefficients"].shape, arrays["cosines"].shape, arrays["gain"].shape
+      ((2,), (2, 2), ())
     """
     aggregates: list[dict[Any, Any]] = []
     hyperparams: list[dict[Any, Any]] = []
@@ -157,16 +141,38 @@ def diagnostic_arrays(opt_state: Any) -> dict[str, Array]:
     for i, found in enumerate(hyperparams):
         for name, node in found.items():
             value = _array(node)
-            if value is None:
+            if value is None or not _loggable(value):
                 continue
-            entries = {}
-            _scalars(f"hyperparams/{name}", value, entries)
-            for key, scalar in entries.items():
-                out[key if key not in out else f"{key}#{i}"] = scalar
+            key = f"hyperparams/{name}"
+            out[key if key not in out else f"{key}#{i}"] = value
     return out
 
 
-def diagnostics(opt_state: Any) -> dict[str, float]:
+def _field_name(key: str) -> str:
+    """The state field a key names, without its aggregation and group parts."""
+    parts = [p for p in key.split("/") if not p.startswith(("group", "aggregate"))]
+    return parts[-1].split("#")[0] if parts else key
+
+
+def _flatten(
+    key: str, value: np.ndarray, task_names: Sequence[str] | None, out: dict[str, float]
+) -> None:
+    """``value``'s entries as ``key``, ``key/i``, ``key/i/j`` (task pairs: see `diagnostics`)."""
+    field = _field_name(key)
+    for index in np.ndindex(*value.shape):
+        if len(index) == 2 and (
+            (field in _SYMMETRIC and index[0] >= index[1])
+            or (field in _OFF_DIAGONAL and index[0] == index[1])
+        ):
+            continue
+        labels = [
+            task_names[i] if task_names is not None and size == len(task_names) else str(i)
+            for i, size in zip(index, value.shape, strict=True)
+        ]
+        out["/".join([key, *labels])] = float(value[index])
+
+
+def diagnostics(opt_state: Any, task_names: Sequence[str] | None = None) -> dict[str, float]:
     r"""The aggregation's diagnostics as a flat ``{name: float}`` dict, ready for any logger.
 
     Finds every [`AggregateState`][camegrad_jax.AggregateState] in ``opt_state`` (a bare
@@ -188,11 +194,13 @@ def diagnostics(opt_state: Any) -> dict[str, float]:
     ``coefficients/group1/0``. With several aggregations in one state (e.g.
     ``optax.multi_transform``), keys are prefixed by ``aggregate0/``, ``aggregate1/``, ...
 
-    The values are fetched with one ``jax.device_get``; inside ``jax.jit`` use
-    [`diagnostic_arrays`][camegrad_jax.diagnostic_arrays].
+    The values are fetched with one ``jax.device_get`` and flattened on the host; inside
+    ``jax.jit`` use [`diagnostic_arrays`][camegrad_jax.diagnostic_arrays] (whole arrays).
 
     Args:
       opt_state: the optimiser state (or an ``nnx.Optimizer``).
+      task_names: K names that replace the task indices in the keys (``coefficients/lm``,
+        ``cosines/lm/cls``); every axis of length K is taken to be a task axis.
 
     Returns:
       ``{name: float}``, empty when the state holds no aggregation.
@@ -205,7 +213,29 @@ def diagnostics(opt_state: Any) -> dict[str, float]:
       >>> _, state = jax.jit(tx.update)(jac, tx.init(params))
       >>> logs = cg.diagnostics(state)
       >>> round(logs["cosines/0/1"], 4), logs["skipped_steps"], sorted(logs)[-3:]
-      (-0.7071, 0.0, ['fusion', 'gain', 'skipped_steps'])
+      (-0.7071, 0.0, ['gain', 'residual', 'skipped_steps'])
+      >>> sorted(cg.diagnostics(state, task_names=["lm", "cls"]))[:3]
+      ['coefficients/cls', 'coefficients/lm', 'cosines/lm/cls']
     """
-    arrays = jax.device_get(diagnostic_arrays(opt_state))
-    return {key: float(value) for key, value in arrays.items()}
+    return flatten_diagnostics(jax.device_get(diagnostic_arrays(opt_state)), task_names)
+
+
+def flatten_diagnostics(
+    arrays: Mapping[str, Any], task_names: Sequence[str] | None = None
+) -> dict[str, float]:
+    """Flattens the whole arrays of [`diagnostic_arrays`][camegrad_jax.diagnostic_arrays] to
+    the ``{name: float}`` of [`diagnostics`][camegrad_jax.diagnostics], on the host.
+
+    For a train step that returns ``cg.diagnostic_arrays(opt_state)``: fetch the dict with one
+    ``jax.device_get`` and flatten it here (``task_names`` as in ``diagnostics``).
+
+    Examples:
+      >>> import jax, camegrad_jax as cg
+      >>> arrays = jax.jit(cg.diagnostic_arrays)(cg.came_grad(num_tasks=2).init(None))
+      >>> cg.flatten_diagnostics(jax.device_get(arrays))["dual_weights/1"]
+      0.5
+    """
+    out: dict[str, float] = {}
+    for key, value in arrays.items():
+        _flatten(key, np.asarray(value), task_names, out)
+    return out

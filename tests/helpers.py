@@ -34,7 +34,7 @@ def dual_jit(gram_hat, task_weights, rho, w_init):
     """The stage-1 dual solver alone, on a normalised Gram matrix."""
     factor = psd_sqrt(gram_hat)
     radius = rho * jnp.sqrt(jnp.sum((factor @ task_weights) ** 2))
-    return solve_conflict_dual(gram_hat, factor, gram_hat @ task_weights, radius, w_init)
+    return solve_conflict_dual(gram_hat, factor, gram_hat @ task_weights, radius, w_init)[0]
 
 
 def came_np(jac, task_weights=None, rho=0.5, kappa=1.5, nu=0.2, dtype=np.float32):

@@ -188,7 +188,7 @@ def test_enumeration_and_iterations_agree_below_k0():
         factor = psd_sqrt(gram)
         radius = 0.5 * jnp.linalg.norm(factor @ jnp.ones(5))
         linear, w0 = gram @ jnp.ones(5), jnp.full(5, 0.2)
-        return solve_conflict_dual(gram, factor, linear, radius, w0, solver)
+        return solve_conflict_dual(gram, factor, linear, radius, w0, solver)[0]
 
     exact = np.asarray(solve(gram32, DualSolver()), np.float64)
     iterative = np.asarray(solve(gram32, DualSolver(enumerate_up_to=2)), np.float64)

@@ -41,6 +41,7 @@ def test_came_chain_keys_and_values():
         "dual_weights/1",
         "fusion",
         "gain",
+        "residual",
         "skipped_steps",
     ]
     assert all(type(v) is float for v in logs.values())
@@ -49,11 +50,26 @@ def test_came_chain_keys_and_values():
     assert logs["dual_weights/0"] == 0.5
 
 
-def test_jit_variant_matches():
+def test_jit_variant_keeps_whole_arrays_that_flatten_to_the_logs():
+    """One entry per field at any K (K = 32: 10 arrays, not 563 scalars); flattened on the
+    host they are the logged values, with task names in place of indices when given."""
     state = came_chain_state()
     arrays = jax.jit(cg.diagnostic_arrays)(state)
-    assert all(a.shape == () for a in arrays.values())
-    assert {k: float(v) for k, v in jax.device_get(arrays).items()} == cg.diagnostics(state)
+    assert arrays["cosines"].shape == (2, 2) and arrays["coefficients"].shape == (2,)
+    logs = cg.diagnostics(state)
+    flat = {}
+    for key, value in jax.device_get(arrays).items():
+        for index in np.ndindex(*value.shape):
+            if key == "cosines" and index[0] >= index[1]:
+                continue
+            flat["/".join([key, *map(str, index)])] = float(value[index])
+    assert flat == logs
+    named = cg.diagnostics(state, task_names=["lm", "cls"])
+    assert named["cosines/lm/cls"] == logs["cosines/0/1"] and "cosines/cls/lm" not in named
+    assert named["coefficients/cls"] == logs["coefficients/1"] and named["gain"] == logs["gain"]
+    big = cg.came_grad(num_tasks=32).init(None)
+    assert len(jax.jit(cg.diagnostic_arrays)(big)) == len(arrays)
+    assert len(cg.diagnostics(big)) == 32 + 32 + 32 * 31 // 2 + 4
 
 
 def test_groups_get_a_group_part():

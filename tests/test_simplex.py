@@ -134,7 +134,7 @@ def test_pair_solver_matches_grid_search():
 def _warm_solve(gram_hat, weights, rho, w_init, solver):
     factor = psd_sqrt(gram_hat)
     radius = rho * jnp.linalg.norm(factor @ weights)
-    return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w_init, solver)
+    return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w_init, solver)[0]
 
 
 def test_warm_start_tracks_a_drifting_problem_with_few_iterations():

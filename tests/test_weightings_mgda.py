@@ -108,7 +108,9 @@ def _cases(k: int) -> np.ndarray:
 @jax.jit
 def _mgda_batch(grams, warm):
     """MGDA coefficients and new weights for a (B, K, K) batch from warm starts (B, K)."""
-    return jax.vmap(mgda().weigh)(grams, MgdaState(weights=warm))
+    return jax.vmap(mgda().weigh)(
+        grams, MgdaState(weights=warm, residual=jnp.zeros(warm.shape[:1]))
+    )
 
 
 def run_mgda(jacs: np.ndarray, warm: np.ndarray | None = None) -> np.ndarray:
@@ -258,7 +260,7 @@ def test_two_tasks_closed_form():
 
 def test_zero_gram_keeps_the_previous_weights():
     weighting = mgda()
-    state = MgdaState(weights=jnp.array([0.3, 0.7]))
+    state = MgdaState(weights=jnp.array([0.3, 0.7]), residual=jnp.zeros(()))
     coeffs, new_state = weighting.weigh(jnp.zeros((2, 2)), state)
     np.testing.assert_array_equal(np.asarray(coeffs), np.asarray(state.weights))
     np.testing.assert_array_equal(np.asarray(new_state.weights), np.asarray(state.weights))

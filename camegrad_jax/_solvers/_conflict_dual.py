@@ -13,6 +13,8 @@ import jax.numpy as jnp
 
 from camegrad_jax._numerics import safe_sqrt
 from camegrad_jax._solvers import _enumeration
+from camegrad_jax._solvers._optimality import conflict_dual_gap
+from camegrad_jax._solvers._settings import check_solver
 
 Array = jax.Array
 
@@ -231,19 +233,27 @@ def solve_conflict_dual(
     radius: Array,
     w_init: Array,
     solver: DualSolver = DualSolver(),
-) -> Array:
+) -> tuple[Array, Array]:
     r"""Minimiser of $b^\top w + r\|Lw\|$ over $\Delta_K$ ($L^\top L = G$).
 
     K = 1 is trivial, K = 2 exact (`conflict_dual_pair`) and K ≤ ``solver.enumerate_up_to``
     exact and loop-free (support enumeration); larger K runs the primal–dual iterations from
-    ``w_init``, then exact active-set rounds (counts in ``solver``).
+    ``w_init``, then exact active-set rounds (counts in ``solver``). Returns $w^*$ and its
+    Frank–Wolfe gap (`conflict_dual_gap`).
     """
     k = gram.shape[0]
     if k == 1:
-        return jnp.ones((1,), gram.dtype)
+        return jnp.ones((1,), gram.dtype), jnp.zeros((), gram.dtype)
     if k == 2:
-        return conflict_dual_pair(gram, linear, radius)
+        w = conflict_dual_pair(gram, linear, radius)
+        return w, conflict_dual_gap(gram, factor, linear, radius, w)
     if k <= solver.enumerate_up_to:
-        return _enumeration.conflict_dual(gram, factor, linear, radius)[0]
+        return _enumeration.conflict_dual(gram, factor, linear, radius)
     w = conflict_dual_pdhg(gram, factor, linear, radius, w_init, solver.pdhg_iters)
-    return refine_active_set(gram, factor, linear, radius, w, solver.active_set_rounds)
+    w = refine_active_set(gram, factor, linear, radius, w, solver.active_set_rounds)
+    return w, conflict_dual_gap(gram, factor, linear, radius, w)
+
+
+def check_dual_solver(solver: DualSolver) -> None:
+    """Clear errors for solver settings, which are static."""
+    check_solver(solver, DualSolver)

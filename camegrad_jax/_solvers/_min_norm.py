@@ -13,6 +13,8 @@ import jax.numpy as jnp
 
 from camegrad_jax._numerics import psd_sqrt
 from camegrad_jax._solvers import _enumeration
+from camegrad_jax._solvers._optimality import min_norm_gap
+from camegrad_jax._solvers._settings import check_solver
 
 Array = jax.Array
 
@@ -163,22 +165,25 @@ def refine_min_norm(gram: Array, factor: Array, w: Array, num_rounds: int) -> Ar
     return best_w
 
 
-def solve_min_norm(gram: Array, w_init: Array, solver: MgdaSolver = MgdaSolver()) -> Array:
+def solve_min_norm(
+    gram: Array, w_init: Array, solver: MgdaSolver = MgdaSolver()
+) -> tuple[Array, Array]:
     r"""$\arg\min_{w \in \Delta_K} w^\top G w$ for a Gram matrix of trace 1.
 
     K = 1 and K = 2 are exact (`min_norm_pair`), K ≤ ``solver.enumerate_up_to`` exact by
     support enumeration. Above, Frank–Wolfe starts from the better
     of ``w_init`` (the previous step's solution) and the best pair (`best_pair`), and Wolfe's
-    active-set method (`refine_min_norm`) finishes.
+    active-set method (`refine_min_norm`) finishes. Returns $w^*$ and its Frank–Wolfe gap.
     """
     k = gram.shape[0]
     if k == 1:
-        return jnp.ones((1,), gram.dtype)
+        return jnp.ones((1,), gram.dtype), jnp.zeros((), gram.dtype)
     if k == 2:
-        return min_norm_pair(gram)
+        w = min_norm_pair(gram)
+        return w, min_norm_gap(gram, w)
     factor = psd_sqrt(gram)
     if k <= solver.enumerate_up_to:
-        return _enumeration.min_norm(gram, factor)[0]
+        return _enumeration.min_norm(gram, factor)
     warm = jnp.clip(w_init, 0.0, None)
     warm = jnp.where(jnp.sum(warm) > 0.0, warm / jnp.sum(warm), 1.0 / k)
     pair = best_pair(gram)
@@ -186,4 +191,10 @@ def solve_min_norm(gram: Array, w_init: Array, solver: MgdaSolver = MgdaSolver()
     w = frank_wolfe(gram, start, solver.frank_wolfe_iters)
     rounds = 2 * k + 2 if solver.active_set_rounds is None else solver.active_set_rounds
     w = jnp.maximum(refine_min_norm(gram, factor, w, rounds), 0.0)
-    return w / jnp.sum(w)
+    w = w / jnp.sum(w)
+    return w, min_norm_gap(gram, w)
+
+
+def check_mgda_solver(solver: MgdaSolver) -> None:
+    """Clear errors for solver settings, which are static."""
+    check_solver(solver, MgdaSolver)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from camegrad_jax._checks import check_in_range
+from camegrad_jax._solvers._settings import check_solver
 
 Array = jax.Array
 
@@ -112,11 +113,5 @@ def solve_fair_weights(
 
 def check_newton_solver(solver: NewtonSolver) -> None:
     """Clear errors for solver settings, which are static."""
-    if not isinstance(solver, NewtonSolver):
-        raise TypeError(f"`solver` must be a NewtonSolver; got {type(solver).__name__}.")
-    if int(solver.newton_iters) < 1 or int(solver.backtracks) < 1:
-        raise ValueError(
-            "`solver.newton_iters` and `solver.backtracks` must be positive integers; "
-            f"got {solver.newton_iters} and {solver.backtracks}."
-        )
+    check_solver(solver, NewtonSolver, positive=("newton_iters", "backtracks"))
     check_in_range("solver.ridge", solver.ridge, 0.0, expected="a finite number >= 0")

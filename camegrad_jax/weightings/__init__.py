@@ -2,7 +2,7 @@
 
 from camegrad_jax._solvers import DualSolver, MgdaSolver, NewtonSolver, QPSolver
 from camegrad_jax.weightings._aligned_mtl import aligned_mtl
-from camegrad_jax.weightings._cagrad import cagrad
+from camegrad_jax.weightings._cagrad import CAGradState, cagrad
 from camegrad_jax.weightings._came import CameState, came
 from camegrad_jax.weightings._config import config
 from camegrad_jax.weightings._fairgrad import FairGradState, fairgrad
@@ -24,6 +24,7 @@ from camegrad_jax.weightings._projection import dualproj, upgrad
 from camegrad_jax.weightings._random import RandomState, random
 
 __all__ = [
+    "CAGradState",
     "CameState",
     "DualSolver",
     "DwaState",

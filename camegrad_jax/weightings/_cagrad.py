@@ -17,16 +17,15 @@ enumeration, by primal–dual splitting plus an exact active-set finish above).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from camegrad_jax._checks import check_in_range, concrete
 from camegrad_jax._numerics import normalised_gram, psd_sqrt
-from camegrad_jax._solvers._conflict_dual import DualSolver
+from camegrad_jax._solvers._conflict_dual import DualSolver, check_dual_solver
 from camegrad_jax._weighting import Weighting
 from camegrad_jax.weightings._came import rectify
 
@@ -36,23 +35,34 @@ RESCALES = (0, 1, 2)
 """The official code's ``rescale`` options: none, divide by $1 + c^2$, divide by $1 + c$."""
 
 
+class CAGradState(NamedTuple):
+    """Diagnostics of [`cagrad`][camegrad_jax.weightings.cagrad] (nothing is carried over).
+
+    Attributes:
+      residual: how far the last step's dual solve was from exact (see
+        [`CameState`][camegrad_jax.weightings.CameState]).
+    """
+
+    residual: Array
+
+
 def cagrad_coefficients(
     gram: Array, c: Array, rescale: Array, solver: DualSolver = DualSolver()
-) -> Array:
+) -> tuple[Array, Array]:
     r"""CAGrad's coefficients $a/s$, computed on $\hat G = G/\operatorname{tr}G$.
 
     $a = \mathbf 1/K + (\sqrt\phi / \|g_{w^*}\|)\,w^*$ (when $g_{w^*}$ vanishes the tasks
     are Pareto-stationary and $J^\top a$ is the projection of $g_0$ onto the dual cone), and
     $s$ is 1, $1 + c^2$ or $1 + c$ for ``rescale`` 0, 1 or 2. The dual solver starts from the
     uniform weights every step, as the official code. A Gram matrix with zero or non-finite
-    trace gives $\mathbf 1/K$ (the update is zero).
+    trace gives $\mathbf 1/K$ (the update is zero). Also returns stage 1's residual.
     """
     num_tasks = gram.shape[-1]
     gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
     mean = jnp.full((num_tasks,), 1.0 / num_tasks, gram.dtype)
-    anchor, _ = rectify(gram_hat, psd_sqrt(gram_hat), mean, c, mean, solver)
+    anchor, _, residual = rectify(gram_hat, psd_sqrt(gram_hat), mean, c, mean, solver)
     divisor = jnp.where(rescale == 0, 1.0, jnp.where(rescale == 1, 1.0 + c * c, 1.0 + c))
-    return jnp.where(valid, anchor, mean) / divisor
+    return jnp.where(valid, anchor, mean) / divisor, jnp.where(valid, residual, 0.0)
 
 
 def _check_rescale(rescale: Any) -> None:
@@ -101,7 +111,8 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
       solver: where enumeration stops (K ≤ 8 exact) and the iteration counts above.
 
     Returns:
-      A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``). Each step is
+      A [`Weighting`][camegrad_jax.Weighting] whose state only reports the last solve's
+      residual ([`CAGradState`][camegrad_jax.weightings.CAGradState]). Each step is
       solved from scratch, as in the official code and TorchJD, so the same Gram matrix always
       gives the same update. The dual solution is recoverable from the coefficients $c$ when
       $g_{w^*} \ne 0$: $w^* \propto s\,c - \mathbf 1/K$.
@@ -125,14 +136,17 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
     """
     check_in_range("c", c, 0.0, expected="a finite number >= 0 (the conflict radius)")
     _check_rescale(rescale)
+    check_dual_solver(solver)
 
-    def init(num_tasks: int) -> optax.EmptyState:
+    def init(num_tasks: int) -> CAGradState:
         del num_tasks
-        return optax.EmptyState()
+        return CAGradState(residual=jnp.zeros((), jnp.float32))
 
-    def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
-        del extra_args
-        coeffs = cagrad_coefficients(gram, jnp.asarray(c, gram.dtype), jnp.asarray(rescale), solver)
-        return coeffs.astype(gram.dtype), state
+    def weigh(gram: Array, state: CAGradState, **extra_args: Any) -> tuple[Array, CAGradState]:
+        del state, extra_args
+        coeffs, residual = cagrad_coefficients(
+            gram, jnp.asarray(c, gram.dtype), jnp.asarray(rescale), solver
+        )
+        return coeffs.astype(gram.dtype), CAGradState(residual.astype(jnp.float32))
 
     return Weighting(init, weigh, scale_invariant=True)

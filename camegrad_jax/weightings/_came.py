@@ -26,8 +26,8 @@ import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
 from camegrad_jax._numerics import cosines, normalised_gram, psd_sqrt, safe_norm, safe_sqrt
-from camegrad_jax._solvers._conflict_dual import DualSolver, solve_conflict_dual
-from camegrad_jax._solvers._nonneg_qp import QPSolver, project_to_dual_cone
+from camegrad_jax._solvers._conflict_dual import DualSolver, check_dual_solver, solve_conflict_dual
+from camegrad_jax._solvers._nonneg_qp import QPSolver, kkt_residual, project_to_dual_cone
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -41,12 +41,16 @@ class CameState(NamedTuple):
       gain: the energy gain $\gamma$ of the last step.
       fusion: the fusion coefficient $\nu_t$ actually used at the last step.
       cosines: the K×K pairwise cosines of the task gradients at the last step.
+      residual: how far stage 1 was from exact at the last step, in units of
+        $\operatorname{tr}G$: the dual's Frank–Wolfe gap, or the dual-cone projection's KKT
+        residual at the kink (0 up to round-off where the solve is exact, K ≤ 8).
     """
 
     dual_weights: Array
     gain: Array
     fusion: Array
     cosines: Array
+    residual: Array
 
 
 def _norm(factor: Array, coeffs: Array) -> Array:
@@ -67,8 +71,8 @@ def rectify(
     rho: Array,
     w_init: Array,
     solver: DualSolver = DualSolver(),
-) -> tuple[Array, Array]:
-    r"""Stage 1, the conflict-averse anchor $a$ and the dual solution $w^*$.
+) -> tuple[Array, Array, Array]:
+    r"""Stage 1: the conflict-averse anchor $a$, the dual solution $w^*$ and a residual.
 
     Solves $\max_d \min_i \langle g_i, d\rangle$ subject to
     $\|d - g_\lambda\| \le \rho\|g_\lambda\|$ through its dual on the simplex, then
@@ -81,10 +85,13 @@ def rectify(
     onto the dual cone $\{d: Jd \ge 0\}$ (spec §3, stage 1). $\|g_{w^*}\|$ is taken as the
     smaller of $\|Lw^*\|$ and $\sqrt{w^{*\top}\hat Gw^*}$: the second is exactly 0 on a
     task whose gradient is 0, which must not get a coefficient of $1/\text{round-off}$.
+
+    The residual is the dual's Frank–Wolfe gap, or at the kink the projection's KKT residual
+    $\max_i|\min(\mu_i, (\hat Ga)_i)|$: both 0 at an exact solution.
     """
     task_norms = safe_sqrt(jnp.diagonal(gram))
     radius = rho * _norm(factor, task_weights)
-    w = solve_conflict_dual(gram, factor, gram @ task_weights, radius, w_init, solver)
+    w, gap = solve_conflict_dual(gram, factor, gram @ task_weights, radius, w_init, solver)
     w_norm = _norm(factor, w)
     form = safe_sqrt(w @ gram @ w)
     kink = _cancelled(jnp.minimum(w_norm, form), w, task_norms)
@@ -94,7 +101,8 @@ def rectify(
         lambda: project_to_dual_cone(gram, task_weights, qp_solver),
         lambda: task_weights + (radius / jnp.where(kink, 1.0, w_norm)) * w,
     )
-    return anchor, w
+    residual = jnp.where(kink, kkt_residual(gram, gram @ task_weights, anchor - task_weights), gap)
+    return anchor, w, residual
 
 
 def inject_energy(
@@ -148,7 +156,7 @@ def came_coefficients(
     """
     gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
     factor = psd_sqrt(gram_hat)
-    anchor, w = rectify(gram_hat, factor, task_weights, rho, state.dual_weights, solver)
+    anchor, w, residual = rectify(gram_hat, factor, task_weights, rho, state.dual_weights, solver)
     gain = inject_energy(gram_hat, factor, task_weights, anchor, kappa)
     fusion = fuse(gram_hat, task_weights, gain * anchor, nu)
     coeffs = (1.0 - fusion) * gain * anchor + fusion * task_weights
@@ -157,6 +165,7 @@ def came_coefficients(
         gain=jnp.where(valid, gain, 1.0),
         fusion=jnp.where(valid, fusion, 0.0),
         cosines=cosines(gram),
+        residual=jnp.where(valid, residual, 0.0),
     )
     return jnp.where(valid, coeffs, task_weights), new_state
 
@@ -214,6 +223,7 @@ def came(
       NeurIPS 2021.
     """
     check_came_hyperparams(rho, kappa, nu)
+    check_dual_solver(solver)
     default_size = None if task_weights is None else task_weights_size(task_weights)
 
     def init(num_tasks: int) -> CameState:
@@ -227,6 +237,7 @@ def came(
             gain=jnp.ones((), jnp.float32),
             fusion=jnp.zeros((), jnp.float32),
             cosines=jnp.eye(num_tasks, dtype=jnp.float32),
+            residual=jnp.zeros((), jnp.float32),
         )
 
     def weigh(gram: Array, state: CameState, **extra_args: Any) -> tuple[Array, CameState]:

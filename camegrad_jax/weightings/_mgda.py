@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from camegrad_jax._solvers._min_norm import MgdaSolver, solve_min_norm
+from camegrad_jax._solvers._min_norm import MgdaSolver, check_mgda_solver, solve_min_norm
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -25,9 +25,13 @@ class MgdaState(NamedTuple):
     Attributes:
       weights: $w^*$ of the last step (the coefficients, on the simplex), the warm start of
         the next.
+      residual: the Frank–Wolfe gap $w^\top\hat Gw - \min_i(\hat Gw)_i$ of the last solve
+        ($\hat G = G/\operatorname{tr}G$), a bound on how far $\|J^\top w\|^2$ is from the
+        minimum, relative to the trace (0 up to round-off when the solve is exact).
     """
 
     weights: Array
+    residual: Array
 
 
 def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
@@ -78,8 +82,13 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
       Wolfe, *Finding the nearest point in a polytope*, Mathematical Programming 11, 1976.
     """
 
+    check_mgda_solver(solver)
+
     def init(num_tasks: int) -> MgdaState:
-        return MgdaState(weights=jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32))
+        return MgdaState(
+            weights=jnp.full((num_tasks,), 1.0 / num_tasks, jnp.float32),
+            residual=jnp.zeros((), jnp.float32),
+        )
 
     def weigh(gram: Array, state: MgdaState, **extra_args: Any) -> tuple[Array, MgdaState]:
         del extra_args
@@ -87,7 +96,11 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
         trace = jnp.trace(gram)
         valid = (trace > 0.0) & jnp.isfinite(trace)
         gram_hat = gram / jnp.where(valid, trace, 1.0)
-        w = jnp.where(valid, solve_min_norm(gram_hat, previous, solver), previous)
-        return w, MgdaState(weights=w.astype(jnp.float32))
+        w, gap = solve_min_norm(gram_hat, previous, solver)
+        w = jnp.where(valid, w, previous)
+        new_state = MgdaState(
+            weights=w.astype(jnp.float32), residual=jnp.where(valid, gap, 0.0).astype(jnp.float32)
+        )
+        return w, new_state
 
     return Weighting(init, weigh, scale_invariant=True)

@@ -430,7 +430,7 @@ def train(
                 train_seconds += time.perf_counter() - started
             if probe is not None and len(history["steps"]) % config.dynamics_every == 0:
                 diag = probe(*nnx.split(model), _device(batch))  # after the step, not timed
-            row.update({k: np.asarray(v).tolist() for k, v in diag.items()})
+            row.update(cg.flatten_diagnostics(diag))
             history["steps"].append(row)
             shown = {k: f"{row[k]:.3f}" for k in LIVE if k in row}
             bar.set_postfix(shown, refresh=False)
