@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 AxisName = Hashable | tuple[Hashable, ...]
 
@@ -74,6 +76,11 @@ def value_and_jacobian(
       A function ``(params, *args, **kwargs) -> (losses, jac)``, or ``((losses, aux), jac)``;
       ``args`` and ``kwargs`` go to ``loss_fn``.
 
+    Raises:
+      TypeError: when a leaf of ``params`` is not an array, e.g. an ``eqx.Module``'s activation
+        function (see
+        [`filter_value_and_jacobian`][camegrad_jax.equinox.filter_value_and_jacobian]).
+
     Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> losses_fn = lambda p, x: jnp.stack([jnp.sum(p["w"] * x), jnp.sum(p["w"] ** 2)])
@@ -89,6 +96,8 @@ def value_and_jacobian(
         raise ValueError(f"`chunk_size` must be None or a positive Python int; got {chunk_size!r}.")
 
     def wrapped(params: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_array_leaves(params)
+
         def of_params(p: Any) -> Any:
             losses, aux = losses_and_aux(loss_fn(p, *args, **kwargs), has_aux)
             return (losses, aux) if has_aux else losses
@@ -121,6 +130,26 @@ def value_and_jacobian(
         return ((losses, aux), jac) if has_aux else (losses, jac)
 
     return wrapped
+
+
+def _check_array_leaves(params: Any) -> None:
+    """Raises a ``TypeError`` naming the first leaf of ``params`` that JAX cannot differentiate.
+
+    JAX's own error names the object but not where it sits; a model object (e.g. an
+    ``eqx.Module`` holding its activation function) is the usual cause.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if isinstance(leaf, jax.Array | np.ndarray | np.generic | numbers.Number) or hasattr(
+            leaf, "__jax_array__"
+        ):
+            continue
+        raise TypeError(
+            f"`params` must be a pytree of arrays; its leaf params{jax.tree_util.keystr(path)} "
+            f"is a {type(leaf).__name__}. Differentiate the array part only: for an Equinox "
+            "module use `camegrad_jax.equinox.filter_value_and_jacobian` (it partitions the "
+            "model with `eqx.is_inexact_array`), for a Flax NNX module "
+            "`camegrad_jax.nnx.value_and_jacobian`; see docs/howto-equinox.md."
+        )
 
 
 def losses_and_aux(out: Any, has_aux: bool) -> tuple[Any, Any]:
