@@ -113,9 +113,7 @@ def draw_stages(path: Path) -> None:
     ax.fill_between(xs, g2[0] / g2[1] * -xs, lim_y[0], color="tab:purple", alpha=0.08, lw=0)
     ax.text(0.9, -0.7, r"task 2 gets worse: $\langle g_2, d\rangle < 0$", color="tab:purple")
     g_lam = d["LS"]
-    ax.add_patch(
-        Circle(g_lam, rho * np.linalg.norm(g_lam), fill=False, ls="--", color="0.5", lw=1)
-    )
+    ax.add_patch(Circle(g_lam, rho * np.linalg.norm(g_lam), fill=False, ls="--", color="0.5", lw=1))
     ax.text(2.9, 1.35, r"ball $\rho\|g_\lambda\|$", color="0.4", fontsize=9)
     ax.add_patch(Circle((0, 0), energy, fill=False, ls=":", color="tab:green", lw=1.2))
     ax.text(3.0, 3.45, r"energy $E = \sum_i \lambda_i\|g_i\|$", color="tab:green", fontsize=9)
