@@ -119,7 +119,7 @@ def draw_stages(path: Path) -> None:
     ax.text(3.0, 3.45, r"energy $E = \sum_i \lambda_i\|g_i\|$", color="tab:green", fontsize=9)
     for i, g in enumerate(jac, start=1):
         ax.annotate("", g, (0, 0), arrowprops={"arrowstyle": "->", "color": "k", "lw": 1.2})
-        ax.text(*(g + [0.08, 0.08]), f"$g_{i}$", fontsize=12)
+        ax.text(*(g + 0.08), f"$g_{i}$", fontsize=12)
     ax.plot(*np.stack([d["stage 2"], g_lam]).T, ":", color="tab:red", lw=1)
     for key, vec in sorted(d.items(), key=lambda kv: -np.linalg.norm(kv[1])):  # short on top
         ax.annotate(

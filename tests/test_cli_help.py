@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+from argparse import SUPPRESS
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,7 @@ def undocumented(parser: argparse.ArgumentParser) -> list[str]:
         "/".join(action.option_strings) or action.dest
         for action in parser._actions
         if not isinstance(action, argparse._HelpAction)
-        and not (isinstance(action.help, str) and action.help.strip())
-        or action.help == argparse.SUPPRESS
+        and (not (isinstance(action.help, str) and action.help.strip()) or action.help == SUPPRESS)
     ]
 
 
@@ -99,5 +99,5 @@ def test_undocumented_finds_bare_and_blank_options():
     parser.add_argument("--documented", help="has help")
     parser.add_argument("--bare")
     parser.add_argument("--blank", help="  ")
-    parser.add_argument("--hidden", help=argparse.SUPPRESS)
+    parser.add_argument("--hidden", help=SUPPRESS)
     assert undocumented(parser) == ["path", "--bare", "--blank", "--hidden"]
