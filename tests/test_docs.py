@@ -128,3 +128,25 @@ def test_mathjax_is_served_from_the_site():
     files = hook.mathjax_files(hook.mathjax_root())
     assert files[0].name == hook.BUNDLE and files[0].stat().st_size > 1_000_000
     assert any(p.name == "ams.js" for p in files)  # an extension MathJax may load on demand
+
+
+def test_the_citations_agree():
+    """CITATION.cff (CFF 1.2.0) and the BibTeX on the home page name the same paper and the
+    library's current version."""
+    import camegrad_jax
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text("utf-8"))
+    assert cff["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors", "version", "references"} <= set(cff)
+    assert str(cff["version"]) == camegrad_jax.__version__
+    home = (ROOT / "docs" / "index.md").read_text("utf-8")
+    bibtex = re.search(r"```bibtex\n(.*?)```", home, re.DOTALL)
+    assert bibtex is not None
+    paper, software = (
+        dict(re.findall(r"^\s*(\w+)\s*=\s*\{(.*)\},?$", entry, re.MULTILINE))
+        for entry in bibtex.group(1).split("\n@")
+    )
+    reference = cff["references"][0]
+    assert paper["title"] == " ".join(reference["title"].split())
+    assert paper["author"] == " and ".join(a["family-names"] for a in reference["authors"])
+    assert software["version"] == camegrad_jax.__version__
