@@ -170,8 +170,18 @@ def measure(name: str, ks: tuple[int, ...], seeds: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="K in {2, 3}, one seed (CI)")
-    parser.add_argument("--out", default="outputs/benchmarks/accuracy.json")
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/accuracy.json",
+        help="JSON results (default outputs/benchmarks/accuracy.json)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        default=list(METHODS),
+        choices=list(METHODS),
+        help="weightings to check (default: all)",
+    )
     args = parser.parse_args(argv)
     ks, seeds = ((2, 3), 1) if args.quick else ((2, 3, 5, 8, 16), 4)
     rows = []

@@ -303,19 +303,37 @@ def plot(payload: dict[str, Any], out: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.aggregators", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="K in {2, 8}, P = 1e5, 4 methods (CI)")
-    parser.add_argument("--out", default="outputs/benchmarks/aggregators.json")
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/aggregators.json",
+        help="JSON results (default outputs/benchmarks/aggregators.json)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="skip the TorchJD comparison")
-    parser.add_argument("--methods", nargs="*", choices=list(METHODS), default=None)
+    parser.add_argument(
+        "--methods", nargs="*", choices=list(METHODS), default=None, help="weightings to time"
+    )
     parser.add_argument("--ks", nargs="*", type=int, default=None, help="override the K grid")
     parser.add_argument("--ps", nargs="*", type=int, default=None, help="override the P grid")
-    parser.add_argument("--torch-ks", nargs="*", type=int, default=list(TORCH_GRID["ks"]))
-    parser.add_argument("--torch-ps", nargs="*", type=int, default=list(TORCH_GRID["ps"]))
+    parser.add_argument(
+        "--torch-ks",
+        nargs="*",
+        type=int,
+        default=list(TORCH_GRID["ks"]),
+        help="K grid of the TorchJD comparison",
+    )
+    parser.add_argument(
+        "--torch-ps",
+        nargs="*",
+        type=int,
+        default=list(TORCH_GRID["ps"]),
+        help="P grid of the TorchJD comparison",
+    )
     parser.add_argument(
         "--max-elements", type=float, default=1e8, help="skip (K, P) with K·P above this"
     )
     parser.add_argument("--budget", type=float, default=None, help="timing seconds per (K, P)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG plots")
     args = parser.parse_args(argv)
     grid = QUICK if args.quick else FULL
     ks = tuple(args.ks or grid["ks"])

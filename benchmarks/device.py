@@ -253,9 +253,15 @@ def _print(title: str, rows: list[dict[str, Any]], columns: Sequence[str]) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.device")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.device", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few K (CI)")
-    parser.add_argument("--out", default="outputs/benchmarks/device.json")
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/device.json",
+        help="JSON results (default outputs/benchmarks/device.json)",
+    )
     parser.add_argument("--budget", type=float, default=None, help="timing seconds per table row")
     args = parser.parse_args(argv)
     quick = args.quick

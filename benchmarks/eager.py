@@ -44,10 +44,14 @@ def measure(k: int, p: int, budget_s: float = 2.0) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ks", type=int, nargs="+", default=[2, 8])
-    parser.add_argument("--p", type=int, default=100_000)
+    parser.add_argument("--ks", type=int, nargs="+", default=[2, 8], help="numbers of tasks K")
+    parser.add_argument("--p", type=int, default=100_000, help="parameters P of the Jacobian")
     parser.add_argument("--budget", type=float, default=2.0, help="timing seconds per K")
-    parser.add_argument("--out", default="outputs/benchmarks/eager.json")
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/eager.json",
+        help="JSON results (default outputs/benchmarks/eager.json)",
+    )
     args = parser.parse_args(argv)
     rows = [measure(k, args.p, args.budget) for k in args.ks]
     for row in rows:

@@ -158,14 +158,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="K in {2, 4} at P = 1e5, P up to 3e5 at K = 2, CAME-Grad only (CI)",
     )
-    parser.add_argument("--out", default="outputs/benchmarks/scaling.json")
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/scaling.json",
+        help="JSON results (default outputs/benchmarks/scaling.json)",
+    )
     parser.add_argument("--ks", nargs="*", type=int, default=None, help="override the K sweep")
     parser.add_argument("--ps", nargs="*", type=int, default=None, help="override the P sweep")
     parser.add_argument("--k-p", type=int, default=None, help="P of the K sweep")
     parser.add_argument("--p-k", type=int, default=None, help="K of the P sweep")
-    parser.add_argument("--methods", nargs="*", choices=list(METHODS), default=None)
+    parser.add_argument(
+        "--methods", nargs="*", choices=list(METHODS), default=None, help="weightings to time"
+    )
     parser.add_argument("--budget", type=float, default=None, help="timing seconds per point")
-    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG plot")
     args = parser.parse_args(argv)
     grid = QUICK if args.quick else FULL
     ks, ps = tuple(args.ks or grid["ks"]), tuple(args.ps or grid["ps"])

@@ -108,7 +108,11 @@ def measure(size: str, repeats: int, num_devices: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sharding", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the tiny and small sizes, 20 steps")
-    parser.add_argument("--out", default="outputs/benchmarks/sharding.json")
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/sharding.json",
+        help="JSON results (default outputs/benchmarks/sharding.json)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per setting")
     args = parser.parse_args(argv)
     num_devices = len(jax.devices())

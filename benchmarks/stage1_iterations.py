@@ -94,9 +94,15 @@ def solve_times(iters: tuple[int, ...], ks: tuple[int, ...], budget: float) -> d
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.stage1_iterations")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.stage1_iterations", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="K ≤ 5 cases, two counts (CI)")
-    parser.add_argument("--out", default="outputs/benchmarks/stage1_iterations.json")
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/stage1_iterations.json",
+        help="JSON results (default outputs/benchmarks/stage1_iterations.json)",
+    )
     parser.add_argument("--budget", type=float, default=2.0, help="timing seconds per K")
     args = parser.parse_args(argv)
     iters = (250, 2000) if args.quick else ITERS

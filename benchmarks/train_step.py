@@ -170,7 +170,11 @@ SIZES = {
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny model, for CI")
-    parser.add_argument("--out", default="outputs/benchmarks/train_step.json")
+    parser.add_argument(
+        "--out",
+        default="outputs/benchmarks/train_step.json",
+        help="JSON results (default outputs/benchmarks/train_step.json)",
+    )
     parser.add_argument("--budget", type=float, default=None, help="timing seconds (all steps)")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "default"]

@@ -164,7 +164,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="CI size (about 2 minutes)")
     parser.add_argument("--out", default="outputs/benchmarks/mtl", help="output folder")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (5; quick: 2)")
-    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=None)
+    parser.add_argument(
+        "--problems",
+        nargs="+",
+        choices=PROBLEMS,
+        default=None,
+        help="a subset of the problems (default all; --quick: all but rrg)",
+    )
     parser.add_argument(
         "--methods",
         nargs="+",

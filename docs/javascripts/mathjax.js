@@ -8,7 +8,7 @@ window.MathJax = {
   },
   options: {
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex",
+    processHtmlClass: "arithmatex|md-ellipsis", // md-ellipsis: the headings in the table of contents
   },
 };
 

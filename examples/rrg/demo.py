@@ -446,10 +446,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--sweep", action="store_true", help="ρ, κ, ν one at a time and the ablation, 2 seeds"
     )
-    parser.add_argument("--backbone", default="cnn_transformer")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--num-studies", type=int, default=None)
+    parser.add_argument(
+        "--backbone", default="cnn_transformer", help="the model (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds to train (default: the preset's)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
+    parser.add_argument(
+        "--num-studies",
+        type=int,
+        default=None,
+        help="synthetic studies to generate (default: the preset's)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else args.size]

@@ -173,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import json
 
     parser = argparse.ArgumentParser(prog="python -m examples.rrg.plots", description=main.__doc__)
-    parser.add_argument("sweep_json", type=Path)
-    parser.add_argument("out_png", type=Path)
+    parser.add_argument("sweep_json", type=Path, help="a sweep.json written by the demo's --sweep")
+    parser.add_argument("out_png", type=Path, help="the PNG to write")
     args = parser.parse_args(argv)
     summary = json.loads(args.sweep_json.read_text())["variants"]
     args.out_png.parent.mkdir(parents=True, exist_ok=True)

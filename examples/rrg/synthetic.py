@@ -394,11 +394,23 @@ def generate(
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python -m examples.rrg.synthetic --out DIR [--layout ...]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--layout", choices=LAYOUTS, default="iu_xray")
-    parser.add_argument("--num-studies", type=int, default=1000)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the dataset to")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="iu_xray",
+        help="iu_xray: two views per study; mimic_cxr: one (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-studies", type=int, default=1000, help="studies to generate (default %(default)s)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=128,
+        help="side of the images in pixels (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument(
         "--wording",
         choices=WORDINGS,

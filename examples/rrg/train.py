@@ -89,6 +89,35 @@ class TrainConfig:
     test_limit: int | None = None
 
 
+#: The command line's help for each :class:`TrainConfig` field (its default is appended).
+FIELD_HELP = {
+    "data": "dataset folder in R2Gen format (python -m examples.rrg.synthetic writes one)",
+    "layout": "dataset layout: iu_xray (two views per study) or mimic_cxr (one)",
+    "out": "output folder: config, checkpoint, metrics, generated reports, curves",
+    "backbone": "image encoder and report decoder",
+    "optimizer": "ls (the weighted sum, AdamW alone) or the aggregation chained before AdamW",
+    "task_weights": "task weights λ of the language-model and classification losses",
+    "rho": "CAME-Grad's conflict radius ρ",
+    "kappa": "CAME-Grad's energy cap κ (none: no energy injection)",
+    "nu": "CAME-Grad's fusion coefficient ν",
+    "lr": "AdamW's peak learning rate (linear warm-up, then cosine decay)",
+    "weight_decay": "AdamW's decoupled weight decay",
+    "warmup_fraction": "fraction of the training steps spent warming the learning rate up",
+    "epochs": "training epochs",
+    "batch_size": "batch size (the global batch with --distributed)",
+    "seed": "seed of the initialisation, the data order and dropout",
+    "image_size": "side of the square input images, in pixels",
+    "d_model": "width of the encoder and decoder",
+    "num_layers": "transformer layers of the report decoder",
+    "dropout": "dropout rate",
+    "guided": "classification-guided decoding: the head's predicted findings as decoder memory",
+    "dynamics_every": "ls: record the gradient dynamics every this many steps (0: never)",
+    "beam_size": "beam width of the report decoding (1: greedy)",
+    "val_limit": "validation studies evaluated after each epoch (0: all)",
+    "test_limit": "test studies evaluated at the end (0: all)",
+}
+
+
 def load_data(config: TrainConfig) -> tuple[Vocabulary, dict[str, RRGDataset]]:
     """The vocabulary of the training reports and the three splits, labelled by the labeler."""
     annotation = Path(config.data) / "annotation.json"
@@ -496,36 +525,35 @@ def parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        help_text = FIELD_HELP[field.name] + " (default %(default)s)"
         if field.name == "task_weights":
-            p.add_argument(flag, type=float, nargs=2, default=list(default), metavar=("LM", "CLS"))
-        elif field.name == "guided":
             p.add_argument(
                 flag,
-                action=argparse.BooleanOptionalAction,
-                default=default,
-                help="classification-guided decoding: the head's predicted findings as decoder "
-                "memory (default on)",
+                type=float,
+                nargs=2,
+                default=list(default),
+                metavar=("LM", "CLS"),
+                help=help_text,
+            )
+        elif field.name == "guided":
+            p.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
         elif field.name == "kappa":
             p.add_argument(
                 flag,
                 type=lambda v: None if v.lower() == "none" else float(v),
                 default=default,
-                help="CAME-Grad's energy cap (none: no energy injection)",
-            )
-        elif field.name == "dynamics_every":
-            p.add_argument(
-                flag,
-                type=int,
-                default=default,
-                help="ls: record the gradient dynamics every this many steps (0: never)",
+                help=help_text,
             )
         elif field.name in ("val_limit", "test_limit"):
-            p.add_argument(flag, type=int, default=default, help=f"default {default} (0: all)")
+            p.add_argument(flag, type=int, default=default, help=help_text)
         else:
             kind = type(default)
             choices = {"optimizer": OPTIMIZERS, "backbone": BACKBONES, "layout": MIN_COUNT}
-            p.add_argument(flag, type=kind, default=default, choices=choices.get(field.name))
+            p.add_argument(
+                flag, type=kind, default=default, choices=choices.get(field.name), help=help_text
+            )
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.add_argument(
@@ -552,7 +580,13 @@ def parser() -> argparse.ArgumentParser:
         help="process 0's address and a free port (default: $JAX_COORDINATOR_ADDRESS, or "
         "detected on Slurm, Open MPI and Cloud TPU)",
     )
-    group.add_argument("--num-processes", type=int, default=None, metavar="N")
+    group.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of processes of the job (default: from the environment, as --coordinator)",
+    )
     group.add_argument("--process-id", type=int, default=None, metavar="I", help="0 .. N-1")
     return p
 
