@@ -18,7 +18,7 @@ help:
 	@echo "make test-fast   the fast tests, stopping at the first failure"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make docs        mkdocs build --strict into site/ (figures and MathJax need no network)"
-	@echo "make clean       remove $(VENV), site/, docs/figures/ and caches (keeps outputs/)"
+	@echo "make clean       remove $(VENV), site/ and caches (keeps outputs/)"
 
 # `make .venv` creates the environment and installs the package with its dev extras.
 .PHONY: $(VENV)
@@ -58,6 +58,6 @@ docs: $(VENV)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site docs/figures build dist *.egg-info
+	rm -rf $(VENV) site build dist *.egg-info
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
