@@ -69,7 +69,7 @@ METHODS: dict[str, tuple[Callable[..., Any], Callable[[], cg.Weighting]]] = {
     "imtl_g": (cg.imtl_g, cg.weightings.imtl_g),
     "aligned_mtl": (cg.aligned_mtl, cg.weightings.aligned_mtl),
     "config": (cg.config, cg.weightings.config),
-    "rlw": (cg.rlw, cg.weightings.random),
+    "rlw": (cg.rlw, cg.weightings.rlw),
 }
 
 #: name -> TorchJD aggregator constructor (class name, keyword arguments; K is passed as

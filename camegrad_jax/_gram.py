@@ -11,9 +11,10 @@ $$
 Both are computed leaf by leaf, never by flattening the tree (``ravel_pytree`` copies every leaf
 and breaks sharding). A leaf of rank 3 or more is viewed as a ``(K, n_l)`` matrix when that view
 is free (a row-major leaf whose trailing axes are not split across devices): the contraction
-over several trailing axes makes XLA transpose and copy the leaf first, which costs 2-3× the
-time of the contraction itself on CPU. A leaf sharded on a minor axis, or whose sharding is
-decided by the compiler (automatic mesh axes), is contracted over its trailing axes in place.
+over several trailing axes makes XLA transpose and copy the leaf first, which on CPU costs more
+than the contraction itself (``python -m benchmarks.scaling`` measures it). A leaf sharded on a
+minor axis, or whose sharding is decided by the compiler (automatic mesh axes), is contracted
+over its trailing axes in place.
 On CPU a long unsharded ``(K, n)`` view is contracted in cache-sized column blocks
 (`blocked_rows_gram`), where XLA's one large product is several times slower; other platforms
 get the one product.
@@ -176,8 +177,7 @@ def _contract(leaf: Array, dtype: Any) -> Array:
 
 # XLA:CPU's dot of a (K, n) matrix with its transpose slows down several-fold once n passes a
 # few million, so on CPU long rows are contracted block by block, each block about _BLOCK_BYTES
-# (the `gram` column of `python -m benchmarks.scaling`, K = 4, P = 1e7 on a 2-core AMD EPYC:
-# 113 ms in one product, 22 ms in blocks).
+# (the `gram` column of `python -m benchmarks.scaling` at K = 4, P = 1e7 measures both).
 _BLOCK_BYTES = 1 << 19
 _MIN_BLOCKS = 16
 

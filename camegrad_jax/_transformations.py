@@ -394,8 +394,8 @@ def rlw(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Random Loss Weighting (Lin et al., TMLR 2022) as an optax transformation.
 
-    ``aggregate(weightings.random(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.random`][camegrad_jax.weightings.random] gives the maths and references.
+    ``aggregate(weightings.rlw(...), num_tasks=K, groups=groups)``; the weighting
+    [`weightings.rlw`][camegrad_jax.weightings.rlw] gives the maths and references.
 
     Args:
       seed: the seed of the random weights.
@@ -407,7 +407,7 @@ def rlw(
       An ``optax.GradientTransformationExtraArgs`` with an
       [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
-    return aggregate(weightings.random(seed), num_tasks=num_tasks, groups=groups)
+    return aggregate(weightings.rlw(seed), num_tasks=num_tasks, groups=groups)
 
 
 def uncertainty(

@@ -25,7 +25,7 @@ def mean_tx(*, num_tasks):
 
 
 def sum_tx(*, num_tasks):
-    return cg.aggregate(cg.weightings.sum(), num_tasks=num_tasks)
+    return cg.aggregate(cg.weightings.summed(), num_tasks=num_tasks)
 
 
 def linear_tx(task_weights):

@@ -257,7 +257,7 @@ def test_non_finite_jacobian_with_finite_gram_entries():
 
 @pytest.mark.parametrize(
     "weighting",
-    [cg.weightings.linear(jnp.array([1.0, 0.0, 2.0])), cg.weightings.random(seed=3)],
+    [cg.weightings.linear(jnp.array([1.0, 0.0, 2.0])), cg.weightings.rlw(seed=3)],
     ids=["linear-zero-weight", "rlw"],
 )
 @pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])

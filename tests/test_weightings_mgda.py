@@ -30,8 +30,8 @@ from helpers import J_BASE
 
 import camegrad_jax as cg
 from camegrad_jax._solvers._min_norm import MgdaSolver, frank_wolfe
+from camegrad_jax.weightings import rlw
 from camegrad_jax.weightings._mgda import MgdaState, mgda
-from camegrad_jax.weightings._random import random
 
 # ---------------------------------------------------------------------------------------------
 # The float64 oracle: min_{w in simplex} w^T G w.
@@ -285,7 +285,7 @@ def test_weights_readable_with_optax_tree_get():
 
 @functools.partial(jax.jit, static_argnames=("num_tasks", "num_steps", "seed"))
 def _random_steps(num_tasks: int, num_steps: int, seed: int = 0):
-    weighting = random(seed)
+    weighting = rlw(seed)
 
     def step(state, _):
         coeffs, state = weighting.weigh(jnp.eye(num_tasks), state)
@@ -321,7 +321,7 @@ def test_random_reproducible_by_seed():
 
 
 def test_random_ignores_the_gram():
-    weighting = random(3)
+    weighting = rlw(3)
     state = weighting.init(3)
     c1, s1 = weighting.weigh(jnp.eye(3), state)
     c2, s2 = weighting.weigh(jnp.ones((3, 3)) * 7.0, state)
@@ -334,7 +334,7 @@ def test_random_ignores_the_gram():
 # The contract suite.
 
 mgda_tx = cg.transformation(mgda)
-random_tx = cg.transformation(random)
+random_tx = cg.rlw
 
 SUBJECTS = [
     Subject("mgda-K2", mgda_tx, {}, {"num_tasks": 2}, 2),

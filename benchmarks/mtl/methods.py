@@ -47,7 +47,7 @@ BASELINE = "LS"
 #: Every method, in display order (baseline first, CAME-Grad and its ablations last).
 METHODS: tuple[Method, ...] = (
     Method("LS", _gram("mean"), "linear"),
-    Method("RLW", _gram("random"), "linear"),
+    Method("RLW", _gram("rlw"), "linear"),
     Method("MGDA", _gram("mgda"), "gram"),
     Method("PCGrad", _gram("pcgrad"), "gram"),
     Method("GradVac", _gram("gradvac"), "gram"),

@@ -8,7 +8,7 @@ from camegrad_jax.weightings._config import config
 from camegrad_jax.weightings._fairgrad import FairGradState, fairgrad
 from camegrad_jax.weightings._gradvac import GradVacState, gradvac
 from camegrad_jax.weightings._imtl import imtl_g
-from camegrad_jax.weightings._linear import linear, mean, sum
+from camegrad_jax.weightings._linear import linear, mean, summed
 from camegrad_jax.weightings._loss_based import (
     DwaState,
     FamoState,
@@ -21,7 +21,7 @@ from camegrad_jax.weightings._mgda import MgdaState, mgda
 from camegrad_jax.weightings._nash_mtl import NashMTLState, nash_mtl
 from camegrad_jax.weightings._pcgrad import PCGradState, pcgrad
 from camegrad_jax.weightings._projection import dualproj, upgrad
-from camegrad_jax.weightings._random import RandomState, random
+from camegrad_jax.weightings._random import RandomState, rlw
 
 __all__ = [
     "CAGradState",
@@ -54,8 +54,8 @@ __all__ = [
     "mgda",
     "nash_mtl",
     "pcgrad",
-    "random",
-    "sum",
+    "rlw",
+    "summed",
     "uncertainty",
     "upgrad",
 ]

@@ -37,7 +37,7 @@ def mean() -> Weighting:
     return _constant(lambda k, dtype: jnp.full((k,), 1.0 / k, dtype))
 
 
-def sum() -> Weighting:
+def summed() -> Weighting:
     """Linear scalarisation by the sum, $c_k = 1$."""
     return _constant(lambda k, dtype: jnp.ones((k,), dtype))
 

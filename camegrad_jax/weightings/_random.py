@@ -12,7 +12,7 @@ Array = jax.Array
 
 
 class RandomState(NamedTuple):
-    """State of the [`random`][camegrad_jax.weightings.random] weighting.
+    """State of the [`rlw`][camegrad_jax.weightings.rlw] weighting.
 
     Attributes:
       key: the raw data (``uint32``) of the PRNG key the next step splits; wrap it with
@@ -22,7 +22,7 @@ class RandomState(NamedTuple):
     key: Array
 
 
-def random(seed: int = 0) -> Weighting:
+def rlw(seed: int = 0) -> Weighting:
     r"""Random Loss Weighting (RLW, Lin et al., TMLR 2022): $c = \operatorname{softmax}(z)$.
 
     At every step $z \sim \mathcal N(0, I_K)$ is drawn from a PRNG key kept in the state
@@ -43,7 +43,7 @@ def random(seed: int = 0) -> Weighting:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> weighting = random(seed=0)
+      >>> weighting = rlw(seed=0)
       >>> coeffs, state = weighting.weigh(jnp.eye(3), weighting.init(3))
       >>> coeffs.shape, bool(jnp.all(coeffs > 0)), round(float(coeffs.sum()), 5)
       ((3,), True, 1.0)

@@ -43,7 +43,7 @@ def shared_and_heads(num_tasks: int = 2) -> optax.GradientTransformation:
     return optax.partition(
         {
             "shared": cg.came_grad(num_tasks=num_tasks),
-            "heads": cg.aggregate(cg.weightings.sum(), num_tasks=num_tasks),
+            "heads": cg.aggregate(cg.weightings.summed(), num_tasks=num_tasks),
         },
         {"trunk": "shared", "head_a": "heads", "head_b": "heads"},  # a prefix of the params
     )
