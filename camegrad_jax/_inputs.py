@@ -72,6 +72,23 @@ def _scale_exponent(largest: Array) -> Array:
     return jnp.clip(exponent, info.minexp, -info.minexp)
 
 
+@jax.custom_batching.custom_vmap
+def _any_lane(flag: Array) -> Array:
+    """``flag`` itself; under ``jax.vmap``, one unbatched flag: whether any lane's is set.
+
+    A ``lax.cond`` on a batched predicate becomes a select that runs both branches; on this
+    flag it stays a branch, so a vmapped update contracts the Gram matrix once unless some
+    lane needs the rescaled one.
+    """
+    return flag
+
+
+@_any_lane.def_vmap
+def _any_lane_vmap(axis_size: int, in_batched: list[bool], flag: Array) -> tuple[Array, bool]:
+    del axis_size
+    return (jnp.any(flag) if in_batched[0] else flag), False
+
+
 def rescaled_gramian(rows: list[Array]) -> tuple[Array, Array, Array]:
     r"""The Gram matrix of $J/s$, the scale $s$ and whether $J$ is finite.
 
@@ -80,6 +97,8 @@ def rescaled_gramian(rows: list[Array]) -> tuple[Array, Array, Array]:
     from $J / s$ with $s = 2^e$ the power of two that puts $\max|J|/s$ in $[2, 4)$:
     $J/s$ is then exact, and so is $1/s$, which stays a normal number (a reciprocal of
     $\max|J|$ itself is subnormal above ~8.5e37 in float32 and flushed to zero under jit).
+    Under ``jax.vmap`` the recomputation runs for every lane when any lane needs it (a lane
+    that did not gets the Gram matrix of $J/s$ and its own $s$, equally exact).
     """
     # The (K, n) views, also in the rescaled branch: handing the leaves themselves to the cond
     # made XLA:CPU materialise a second, transposed copy of the Jacobian for it.
@@ -98,7 +117,8 @@ def rescaled_gramian(rows: list[Array]) -> tuple[Array, Array, Array]:
         inverse = jnp.ldexp(one, -exponent)
         return gramian([leaf * inverse for leaf in leaves]), jnp.ldexp(one, exponent), finite
 
-    return jax.lax.cond(suspicious, rescaled, lambda: (gram, jnp.ones((), dtype), jnp.array(True)))
+    plain = (gram, jnp.ones((), dtype), jnp.array(True))
+    return jax.lax.cond(_any_lane(suspicious), rescaled, lambda: plain)
 
 
 def _grams_of(tree: Any, groups: Grouping, rescale: bool) -> Grams:

@@ -24,6 +24,7 @@ COMMANDS = [
     "benchmarks.train_step",
     "docs/check_pages.py",
     "examples.docs_figures",
+    "examples.frameworks.common",
     "examples.rrg.demo",
     "examples.rrg.plots",
     "examples.rrg.synthetic",
@@ -58,8 +59,11 @@ def parser_of(command: str, monkeypatch) -> argparse.ArgumentParser:
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
+    module = _module(command)
     with pytest.raises(_Parsed) as caught:
-        _module(command).main([])
+        if command == "examples.frameworks.common":  # the framework examples' shared main
+            module.main(lambda steps: None, "a framework example", [])
+        module.main([])
     return caught.value.parser
 
 

@@ -128,3 +128,19 @@ def test_gram_received_follows_the_weightings_declaration(s):
         np.testing.assert_allclose(gram * scale**2, true_gram, rtol=1e-5)
         assert np.log2(scale) == round(np.log2(scale))  # a power of two
         assert int(state.skipped_steps) == 0
+
+
+def test_vmapped_update_branches_on_the_rescaled_gram_and_matches_each_lane():
+    """Under vmap the overflow-safe Gram stays a branch (a conditional in the compiled
+    program, not a select that computes both Gram contractions); a batch whose one lane needs
+    rescaling gives every lane the update it gets on its own."""
+    tx = cg.came_grad(num_tasks=3)
+    batch = jax.tree.map(lambda leaf: jnp.stack([s * leaf for s in (1.0, 1e20, 1e-3)]), JAC)
+    step = jax.jit(jax.vmap(lambda jac: tx.update(jac, tx.init(None))[0]))
+    hlo = step.lower(batch).compile().as_text()
+    assert "conditional" in hlo
+    together = step(batch)
+    for lane in range(3):
+        alone, _ = jax.jit(tx.update)(jax.tree.map(lambda x, i=lane: x[i], batch), tx.init(None))
+        for name in ("w", "b"):
+            np.testing.assert_allclose(together[name][lane], alone[name], rtol=2e-5)
