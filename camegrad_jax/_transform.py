@@ -78,6 +78,20 @@ def _check_num_tasks(k: int, expected: int, declared: int | None) -> None:
         )
 
 
+def _state_dtype(params: Any) -> Any:
+    """The states' float dtype: the parameters' widest (at least float32), else JAX's default
+    float (float64 under x64)."""
+    floats = [x for x in jax.tree_util.tree_leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.result_type(jnp.float32, *floats) if floats else jnp.result_type(float)
+
+
+def _with_float_dtype(tree: Any, dtype: Any) -> Any:
+    """``tree`` with its floating-point leaves cast to ``dtype`` (keys, counters untouched)."""
+    return jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
 def _stack(trees: list[Any]) -> Any:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -142,9 +156,10 @@ def aggregate(
                 "`num_tasks` must be a static Python int; under `optax.inject_hyperparams` pass "
                 "`static_args=('num_tasks',)` or give `task_weights` instead."
             )
+        dtype = _state_dtype(params)
         state = AggregateState(
-            weighting_state=weighting.init(k),
-            coefficients=jnp.zeros((k,), jnp.float32),
+            weighting_state=_with_float_dtype(weighting.init(k), dtype),
+            coefficients=jnp.zeros((k,), dtype),
             skipped_steps=jnp.zeros((), jnp.int32),
         )
         if groups is None:
@@ -154,7 +169,7 @@ def aggregate(
         _, num_groups = leaf_groups(parameter_shapes(params, stacked=False), groups)
         return state._replace(
             weighting_state=_stack([state.weighting_state] * num_groups),
-            coefficients=jnp.zeros((num_groups, k), jnp.float32),
+            coefficients=jnp.zeros((num_groups, k), dtype),
         )
 
     def update(
@@ -202,11 +217,15 @@ def aggregate(
             lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction
         )
         weighting_state = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(finite, new, old), new_state, state.weighting_state
+            lambda new, old: jnp.where(finite, new, old).astype(old.dtype),
+            new_state,
+            state.weighting_state,
         )
         return direction, AggregateState(
             weighting_state=weighting_state,
-            coefficients=jnp.where(finite, coeffs, state.coefficients).astype(jnp.float32),
+            coefficients=jnp.where(finite, coeffs, state.coefficients).astype(
+                state.coefficients.dtype
+            ),
             skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32),
         )
 

@@ -166,8 +166,17 @@ def check_inject_hyperparams(subject: Subject, changed: dict[str, Any]) -> None:
 
 
 def check_dtypes(subject: Subject, dtype: Any) -> None:
-    """Updates keep the Jacobian's dtype; bf16 agrees with float32 to bf16 precision."""
+    """Updates keep the Jacobian's dtype; bf16 agrees with float32 to bf16 precision. The
+    states' floats follow the parameters (float64 under x64, never below float32) and keep
+    their dtypes through a step."""
     jac = sample_jacobian(subject.num_tasks, dtype=dtype)
+    state = subject.make().init(params_like(jac))
+    _, stepped = jitted(subject, str(jnp.dtype(dtype)))(jac, state)
+    expected = jnp.result_type(jnp.float32, dtype)
+    for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(stepped), strict=True):
+        assert before.dtype == after.dtype
+        if jnp.issubdtype(before.dtype, jnp.floating):
+            assert before.dtype == expected, (before.dtype, expected)
     (update,), _ = _run(subject.make(), [jac], jitted(subject, str(jnp.dtype(dtype))))
     for leaf in jax.tree.leaves(update):
         assert leaf.dtype == jnp.dtype(dtype)

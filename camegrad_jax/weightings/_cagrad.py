@@ -143,10 +143,10 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
         return CAGradState(residual=jnp.zeros((), jnp.float32))
 
     def weigh(gram: Array, state: CAGradState, **extra_args: Any) -> tuple[Array, CAGradState]:
-        del state, extra_args
+        del extra_args
         coeffs, residual = cagrad_coefficients(
             gram, jnp.asarray(c, gram.dtype), jnp.asarray(rescale), solver
         )
-        return coeffs.astype(gram.dtype), CAGradState(residual.astype(jnp.float32))
+        return coeffs.astype(gram.dtype), CAGradState(residual.astype(state.residual.dtype))
 
     return Weighting(init, weigh, scale_invariant=True)

@@ -252,10 +252,10 @@ def came(
                 f"`task_weights` has {np.shape(weights)[0]} entries but the Gram matrix is "
                 f"{num_tasks}×{num_tasks}."
             )
-        state = jax.tree_util.tree_map(lambda x: x.astype(gram.dtype), state)
+        working = jax.tree_util.tree_map(lambda x: x.astype(gram.dtype), state)
         coeffs, new_state = came_coefficients(
-            gram, state, jnp.asarray(weights, gram.dtype), rho, kappa, nu, solver
+            gram, working, jnp.asarray(weights, gram.dtype), rho, kappa, nu, solver
         )
-        return coeffs, jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), new_state)
+        return coeffs, jax.tree_util.tree_map(lambda x, s: x.astype(s.dtype), new_state, state)
 
     return Weighting(init, weigh, scale_invariant=True)

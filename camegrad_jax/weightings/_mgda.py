@@ -99,7 +99,8 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
         w, gap = solve_min_norm(gram_hat, previous, solver)
         w = jnp.where(valid, w, previous)
         new_state = MgdaState(
-            weights=w.astype(jnp.float32), residual=jnp.where(valid, gap, 0.0).astype(jnp.float32)
+            weights=w.astype(state.weights.dtype),
+            residual=jnp.where(valid, gap, 0.0).astype(state.residual.dtype),
         )
         return w, new_state
 
