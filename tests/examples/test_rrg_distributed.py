@@ -25,7 +25,7 @@ from test_rrg_train import SMALL, make_dataset
 
 from examples.rrg.train import TrainConfig, parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEVICES, TIMEOUT_S = 4, 300
 
 

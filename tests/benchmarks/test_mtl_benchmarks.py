@@ -185,7 +185,7 @@ def test_suite_writes_well_formed_results_for_zdt1(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quick_command_writes_well_formed_results(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run(
         [sys.executable, "-m", "benchmarks.mtl", "--quick", "--out", str(tmp_path)],
         cwd=root,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Every script with a command line: its module name (a path for the docs script).
 COMMANDS = [
     "benchmarks.accuracy",
