@@ -3,11 +3,18 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Rewritten whenever pyproject.toml changes, so the install reruns only then.
+# Rewritten whenever pyproject.toml or the pins change, so the install reruns only then.
 STAMP := $(VENV)/.installed
+# Pins of the oldest supported line (Python 3.11); the file says how they relate to pyproject.toml.
+OLDEST := ci/oldest.txt
+# The newest line: Python 3.12 and the newest versions pyproject.toml allows, in its own venv.
+VENV_NEWEST := .venv312
+STAMP_NEWEST := $(VENV_NEWEST)/.installed
+# Empty: .ci/find-python looks for Python 3.12 (PATH, then pyenv) and fails if there is none.
+PYTHON_NEWEST ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help demo demo-quick toy toy-quick test test-fast lint docs clean
+.PHONY: help demo demo-quick toy toy-quick test test-fast test-newest lint docs clean
 
 help:
 	@echo "make demo        set up $(VENV) and run the main job: the RRG demo, LS vs CAME-Grad (runs/demo)"
@@ -16,17 +23,28 @@ help:
 	@echo "make toy-quick   the toy with 2000 steps"
 	@echo "make test        the whole test suite (slow tests and doctests included)"
 	@echo "make test-fast   the fast tests, stopping at the first failure"
+	@echo "make test-newest the fast tests on Python 3.12 with the newest allowed JAX/Flax/Optax ($(VENV_NEWEST))"
 	@echo "make lint        ruff check, ruff format --check, mypy"
 	@echo "make docs        mkdocs build --strict into site/ (figures and MathJax need no network)"
-	@echo "make clean       remove $(VENV), site/ and caches (keeps outputs/)"
+	@echo "make clean       remove $(VENV), $(VENV_NEWEST), site/ and caches (keeps outputs/)"
 
-# `make .venv` creates the environment and installs the package with its dev extras.
-.PHONY: $(VENV)
+# `make .venv` creates the environment and installs the package with its dev extras, every
+# dependency at the version pinned in $(OLDEST) (the oldest supported line).
+.PHONY: $(VENV) $(VENV_NEWEST)
 $(VENV): $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(OLDEST)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -c $(OLDEST) -e ".[dev]"
+	touch $@
+
+# `make .venv312`: Python 3.12 and the newest versions allowed (no pins; --upgrade on reinstall).
+$(VENV_NEWEST): $(STAMP_NEWEST)
+
+$(STAMP_NEWEST): pyproject.toml
+	python="$(PYTHON_NEWEST)"; python="$${python:-$$(.ci/find-python 3.12)}" && \
+	  "$$python" -m venv $(VENV_NEWEST)
+	$(VENV_NEWEST)/bin/python -m pip install --upgrade --upgrade-strategy eager -e ".[dev]"
 	touch $@
 
 demo: $(VENV)
@@ -47,6 +65,9 @@ test: $(VENV)
 test-fast: $(VENV)
 	$(BIN)/python -m pytest -m "not slow" -x -q
 
+test-newest: $(VENV_NEWEST)
+	$(VENV_NEWEST)/bin/python -m pytest -n 2 -q -m "not slow"
+
 lint: $(VENV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -58,6 +79,6 @@ docs: $(VENV)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site build dist *.egg-info
+	rm -rf $(VENV) $(VENV_NEWEST) site build dist *.egg-info
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
