@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
-from camegrad_jax._numerics import cosines, normalised_gram, psd_sqrt, safe_norm, safe_sqrt
+from camegrad_jax._numerics import cosines, psd_sqrt, safe_norm, safe_sqrt
 from camegrad_jax._solvers._conflict_dual import DualSolver, solve_conflict_dual
 from camegrad_jax._solvers._nonneg_qp import QPSolver, project_to_dual_cone
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import normalised_gram
 
 Array = jax.Array
 
@@ -146,7 +147,7 @@ def came_coefficients(
     A Gram matrix with zero (or non-finite) trace means every gradient is zero: the coefficients
     are then $\lambda$ (the update is zero whatever they are) and $w^*$ is kept.
     """
-    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
+    gram_hat, valid = normalised_gram(gram)
     factor = psd_sqrt(gram_hat)
     anchor, w = rectify(gram_hat, factor, task_weights, rho, state.dual_weights, solver)
     gain = inject_energy(gram_hat, factor, task_weights, anchor, kappa)
