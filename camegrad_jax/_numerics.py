@@ -27,19 +27,6 @@ def safe_norm(x: Array, axis: int | None = None) -> Array:
     return safe_sqrt(jnp.sum(x * x, axis=axis))
 
 
-def normalised_gram(gram: Array, divisor: Array) -> tuple[Array, Array]:
-    r"""$G / s$ and whether $s$ is positive and finite.
-
-    Where it is not (every gradient is 0, or one is not finite), a stand-in takes the place of
-    $G/s$: diagonal with distinct eigenvalues and trace 1, so that ``eigh``, square roots and
-    solvers whose results the caller discards there keep finite derivatives.
-    """
-    k = gram.shape[-1]
-    valid = (divisor > 0.0) & jnp.isfinite(divisor)
-    stand_in = jnp.diag(jnp.arange(1, k + 1, dtype=gram.dtype)) / (k * (k + 1) / 2)
-    return jnp.where(valid, gram / jnp.where(valid, divisor, 1.0), stand_in), valid
-
-
 def psd_sqrt(gram: Array) -> Array:
     r"""A K×K factor $L$ with $L^\top L = G$ (negative round-off eigenvalues dropped).
 

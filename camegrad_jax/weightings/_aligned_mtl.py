@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from camegrad_jax._numerics import normalised_gram
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import normalised_gram
 
 Array = jax.Array
 
@@ -29,7 +29,7 @@ def balance_transformation(gram: Array, scale_mode: str = "min") -> Array:
     if scale_mode not in SCALE_MODES:
         raise ValueError(f"`scale_mode` must be one of {SCALE_MODES}; got {scale_mode!r}.")
     k = gram.shape[-1]
-    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
+    gram_hat, valid = normalised_gram(gram)
     eigvals, eigvecs = jnp.linalg.eigh(gram_hat)  # ascending
     kept = eigvals > k * jnp.finfo(gram.dtype).eps * jnp.max(eigvals)
     rank = jnp.sum(kept)

@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from camegrad_jax._checks import check_in_range, concrete
-from camegrad_jax._numerics import normalised_gram, psd_sqrt
+from camegrad_jax._numerics import psd_sqrt
 from camegrad_jax._solvers._conflict_dual import DualSolver, check_dual_solver
 from camegrad_jax._weighting import Weighting
 from camegrad_jax.weightings._came import rectify
+from camegrad_jax.weightings._common import normalised_gram
 
 Array = jax.Array
 
@@ -58,7 +59,7 @@ def cagrad_coefficients(
     trace gives $\mathbf 1/K$ (the update is zero). Also returns stage 1's residual.
     """
     num_tasks = gram.shape[-1]
-    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
+    gram_hat, valid = normalised_gram(gram)
     mean = jnp.full((num_tasks,), 1.0 / num_tasks, gram.dtype)
     anchor, _, residual = rectify(gram_hat, psd_sqrt(gram_hat), mean, c, mean, solver)
     divisor = jnp.where(rescale == 0, 1.0, jnp.where(rescale == 1, 1.0 + c * c, 1.0 + c))

@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from camegrad_jax._checks import check_in_range, task_weights_size
-from camegrad_jax._numerics import cosines, normalised_gram, psd_sqrt, safe_norm, safe_sqrt
+from camegrad_jax._numerics import cosines, psd_sqrt, safe_norm, safe_sqrt
 from camegrad_jax._solvers._conflict_dual import DualSolver, check_dual_solver, solve_conflict_dual
 from camegrad_jax._solvers._nonneg_qp import QPSolver, kkt_residual, project_to_dual_cone
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import canonical_order, normalised_gram
 
 Array = jax.Array
 
@@ -154,7 +155,7 @@ def came_coefficients(
     A Gram matrix with zero (or non-finite) trace means every gradient is zero: the coefficients
     are then $\lambda$ (the update is zero whatever they are) and $w^*$ is kept.
     """
-    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
+    gram_hat, valid = normalised_gram(gram)
     factor = psd_sqrt(gram_hat)
     anchor, w, residual = rectify(gram_hat, factor, task_weights, rho, state.dual_weights, solver)
     gain = inject_energy(gram_hat, factor, task_weights, anchor, kappa)
@@ -252,10 +253,22 @@ def came(
                 f"`task_weights` has {np.shape(weights)[0]} entries but the Gram matrix is "
                 f"{num_tasks}×{num_tasks}."
             )
+        # Solved with the tasks in an order of their own (`canonical_order`), so that float32
+        # round-off cannot depend on the order the user listed them in.
+        order = canonical_order(gram)
+        back = jnp.argsort(order)
         working = jax.tree_util.tree_map(lambda x: x.astype(gram.dtype), state)
-        coeffs, new_state = came_coefficients(
-            gram, working, jnp.asarray(weights, gram.dtype), rho, kappa, nu, solver
+        working = working._replace(
+            dual_weights=working.dual_weights[order], cosines=working.cosines[order][:, order]
         )
-        return coeffs, jax.tree_util.tree_map(lambda x, s: x.astype(s.dtype), new_state, state)
+        weights = jnp.asarray(weights, gram.dtype)[order]
+        coeffs, new_state = came_coefficients(
+            gram[order][:, order], working, weights, rho, kappa, nu, solver
+        )
+        new_state = new_state._replace(
+            dual_weights=new_state.dual_weights[back], cosines=new_state.cosines[back][:, back]
+        )
+        new_state = jax.tree_util.tree_map(lambda x, s: x.astype(s.dtype), new_state, state)
+        return coeffs[back], new_state
 
     return Weighting(init, weigh, scale_invariant=True)

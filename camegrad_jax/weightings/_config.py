@@ -6,12 +6,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from camegrad_jax._checks import check_in_range
-from camegrad_jax._numerics import normalised_gram, safe_sqrt
+from camegrad_jax._numerics import safe_sqrt
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import (
+    in_canonical_order,
+    normalised_gram,
+    pref_vector_init,
+    pref_vector_size,
+    preferences,
+)
 
 Array = jax.Array
 
@@ -34,13 +38,15 @@ def config_coefficients(gram: Array, pref_vector: Array) -> Array:
     $2K\epsilon$ times the largest (the cosines are only known to a few $\epsilon$). This is
     the Gram route's resolution limit: two gradients with $1 + \cos < 2K\epsilon$ (~5e-7 for
     $K = 2$ in float32) count as exactly opposed and get no update, where a pseudo-inverse of the
-    unit gradients themselves would still resolve their bisector. The coefficients are invariant
-    to the scale of $G$.
+    unit gradients themselves would still resolve their bisector. Likewise $b = 0$ (a zero
+    update, as TorchJD's) when the part of $p$ in the range of $\hat C$ is round-off, e.g.
+    rank-one gradients whose signs cancel $p$. The coefficients are invariant to the scale of
+    $G$.
     """
     k = gram.shape[-1]
     dtype = gram.dtype
     eps = jnp.finfo(dtype).eps
-    gram_hat, valid = normalised_gram(gram, jnp.trace(gram) / k)
+    gram_hat, valid = normalised_gram(gram, per_task=True)
     norms = safe_sqrt(jnp.diagonal(gram_hat))
     nonzero = norms > 0.0
     inv_norms = jnp.where(nonzero, 1.0 / jnp.where(nonzero, norms, 1.0), 0.0)
@@ -53,7 +59,10 @@ def config_coefficients(gram: Array, pref_vector: Array) -> Array:
     projected = eigvecs @ jnp.where(kept, z, 0.0)  # C y, the part of p that U can reach
     length_sq = jnp.sum(inv * z * z)  # y^T C y
     projections = norms @ projected
-    ok = valid & (length_sq > 0.0)
+    # b = 0 when no part of p beyond round-off lies in the range of C (e.g. rank-one gradients
+    # whose signs cancel p): its direction would be round-off, so the update is 0.
+    reach = jnp.sum(projected * projected)
+    ok = valid & (length_sq > 0.0) & (reach > (4.0 * k * eps) ** 2 * jnp.sum(pref_vector**2))
     scale = jnp.where(ok, projections / jnp.where(ok, length_sq, 1.0), 0.0)
     return scale * inv_norms * y
 
@@ -101,37 +110,11 @@ def config(pref_vector: Any = None, use_least_square: bool = True) -> Weighting:
     """
     if not isinstance(use_least_square, bool):
         raise TypeError(f"`use_least_square` must be a bool; got {use_least_square!r}.")
-    default_size = None
-    if pref_vector is not None:
-        shape = np.shape(pref_vector)
-        if len(shape) != 1 or shape[0] < 1:
-            raise ValueError(
-                f"`pref_vector` must be a non-empty 1-D vector, one entry per task; got shape "
-                f"{shape}."
-            )
-        check_in_range("pref_vector", pref_vector, 0.0, expected="finite and non-negative")
-        default_size = int(shape[0])
-
-    def init(num_tasks: int) -> optax.EmptyState:
-        if default_size is not None and default_size != num_tasks:
-            raise ValueError(
-                f"`pref_vector` has {default_size} entries but the weighting was initialised "
-                f"for {num_tasks} tasks."
-            )
-        return optax.EmptyState()
+    init = pref_vector_init(pref_vector_size(pref_vector))
 
     def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
         del extra_args
-        k = gram.shape[-1]
-        if pref_vector is None:
-            pref = jnp.ones((k,), gram.dtype)
-        else:
-            if np.shape(pref_vector)[0] != k:
-                raise ValueError(
-                    f"`pref_vector` has {np.shape(pref_vector)[0]} entries but the Gram matrix "
-                    f"is {k}×{k}."
-                )
-            pref = jnp.asarray(pref_vector, gram.dtype)
-        return config_coefficients(gram, pref), state
+        pref = preferences(pref_vector, gram.shape[-1], gram.dtype, 1.0)
+        return in_canonical_order(config_coefficients, gram, pref), state
 
     return Weighting(init, weigh, scale_invariant=True)

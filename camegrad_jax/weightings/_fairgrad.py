@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from camegrad_jax._checks import check_in_range
 from camegrad_jax._solvers._newton import NewtonSolver, check_newton_solver, solve_fair_weights
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import gram_scale, in_canonical_order
 
 Array = jax.Array
 
@@ -106,16 +107,16 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighti
         a = jnp.asarray(alpha, dtype)
         positive = a > 0.0
         a_safe = jnp.where(positive, a, 1.0)
-        mean_sq = jnp.trace(gram) / k
-        valid = (mean_sq > 0.0) & jnp.isfinite(mean_sq)
-        mean_sq = jnp.where(valid, mean_sq, 1.0)
+        mean_sq, valid = gram_scale(gram, per_task=True)
         exponent = a_safe / (1.0 + a_safe)
         previous = state.weights.astype(dtype)
         # The state holds w for G; the solver works on G / m, where it is m^{α/(1+α)} w.
         # log m of the true Gram s^2 G, finite where m itself would overflow.
         log_mean = jnp.log(mean_sq) + 2.0 * jnp.log(jnp.asarray(jacobian_scale, dtype))
         warm = previous * jnp.exp(exponent * log_mean)
-        v, residual = solve_fair_weights(gram / mean_sq, warm, a_safe, solver)
+        v, residual = in_canonical_order(
+            lambda g, w: solve_fair_weights(g, w, a_safe, solver), gram / mean_sq, warm
+        )
         w = v * jnp.exp(-exponent * log_mean)
         w = jnp.where(positive, w, jnp.full((k,), 1.0 / k, dtype))
         residual = jnp.where(positive, residual, 0.0)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from camegrad_jax._checks import check_in_range, concrete
 from camegrad_jax._numerics import safe_sqrt
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import gram_scale
 
 Array = jax.Array
 
@@ -150,9 +151,7 @@ def gradvac(beta: Any = 0.01, seed: Any = 0) -> Weighting:
         del extra_args
         k = gram.shape[-1]
         dtype = gram.dtype
-        mean_sq = jnp.trace(gram) / k
-        valid = (mean_sq > 0.0) & jnp.isfinite(mean_sq)
-        gram_hat = gram / jnp.where(valid, mean_sq, 1.0)
+        gram_hat = gram / gram_scale(gram, per_task=True)[0]
         key, subkey = jax.random.split(state.key)
         order = visiting_orders(subkey, k)
         rows, targets = vaccinate(

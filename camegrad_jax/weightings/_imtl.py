@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from camegrad_jax._numerics import normalised_gram, safe_sqrt
+from camegrad_jax._numerics import safe_sqrt
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import in_canonical_order, normalised_gram
 
 Array = jax.Array
 
@@ -25,7 +26,7 @@ def imtl_g_coefficients(gram: Array) -> Array:
     """
     k = gram.shape[-1]
     eps = jnp.finfo(gram.dtype).eps
-    gram_hat, valid = normalised_gram(gram, jnp.trace(gram))
+    gram_hat, valid = normalised_gram(gram)
     norms = safe_sqrt(jnp.diagonal(gram_hat))
     eigvals, eigvecs = jnp.linalg.eigh(gram_hat)
     kept = eigvals > k * eps * jnp.max(eigvals)
@@ -85,6 +86,6 @@ def imtl_g() -> Weighting:
 
     def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
         del extra_args
-        return imtl_g_coefficients(gram), state
+        return in_canonical_order(imtl_g_coefficients, gram), state
 
     return Weighting(init, weigh, scale_invariant=True)

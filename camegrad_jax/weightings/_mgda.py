@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from camegrad_jax._solvers._min_norm import MgdaSolver, check_mgda_solver, solve_min_norm
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import normalised_gram
 
 Array = jax.Array
 
@@ -93,9 +94,7 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
     def weigh(gram: Array, state: MgdaState, **extra_args: Any) -> tuple[Array, MgdaState]:
         del extra_args
         previous = state.weights.astype(gram.dtype)
-        trace = jnp.trace(gram)
-        valid = (trace > 0.0) & jnp.isfinite(trace)
-        gram_hat = gram / jnp.where(valid, trace, 1.0)
+        gram_hat, valid = normalised_gram(gram)
         w, gap = solve_min_norm(gram_hat, previous, solver)
         w = jnp.where(valid, w, previous)
         new_state = MgdaState(

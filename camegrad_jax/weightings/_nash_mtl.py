@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from camegrad_jax._checks import check_in_range, concrete
 from camegrad_jax._solvers._newton import NewtonSolver, check_newton_solver, solve_fair_weights
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import gram_scale, in_canonical_order
 
 Array = jax.Array
 
@@ -118,34 +119,36 @@ def nash_mtl(
         gram: Array, state: NashMTLState, *, jacobian_scale: Any = 1.0, **extra_args: Any
     ) -> tuple[Array, Any]:
         del extra_args
-        k = gram.shape[-1]
         dtype = gram.dtype
-        mean_sq = jnp.trace(gram) / k
-        valid = (mean_sq > 0.0) & jnp.isfinite(mean_sq)
-        mean_sq = jnp.where(valid, mean_sq, 1.0)
-        gram_hat = gram / mean_sq
-        # sqrt(m) of the true Gram s^2 G, kept finite where m itself would overflow.
-        root = jnp.sqrt(mean_sq) * jnp.asarray(jacobian_scale, dtype)
-        previous = state.alpha.astype(dtype)
         every = jnp.maximum(jnp.asarray(update_weights_every, jnp.int32), 1)
-        solve_now = valid & (state.step % every == 0)
-
-        def solve() -> tuple[Array, Array]:
-            # On G / m the solution is sqrt(m) alpha.
-            one = jnp.ones((), dtype)
-            v, residual = solve_fair_weights(gram_hat, previous * root, one, solver)
-            return v / root, residual.astype(dtype)
-
-        def reuse() -> tuple[Array, Array]:
-            return previous, state.residual.astype(dtype)
-
-        alpha, residual = jax.lax.cond(solve_now, solve, reuse)
-        # ||J^T alpha||^2 = (sqrt(m) alpha)^T G_hat (sqrt(m) alpha), computed without overflow.
-        scaled = alpha * root
-        norm = jnp.sqrt(jnp.maximum(scaled @ (gram_hat @ scaled), 0.0))
         limit = jnp.asarray(max_norm, dtype)
-        clip = (limit > 0.0) & (norm > limit) & valid
-        clip_scale = jnp.where(clip, limit / jnp.where(clip, norm, 1.0), 1.0)
+
+        def bargain(gram: Array, previous: Array) -> tuple[Array, Array, Array]:
+            mean_sq, valid = gram_scale(gram, per_task=True)
+            gram_hat = gram / mean_sq
+            # sqrt(m) of the true Gram s^2 G, kept finite where m itself would overflow.
+            root = jnp.sqrt(mean_sq) * jnp.asarray(jacobian_scale, dtype)
+
+            def solve() -> tuple[Array, Array]:
+                # On G / m the solution is sqrt(m) alpha.
+                one = jnp.ones((), dtype)
+                v, residual = solve_fair_weights(gram_hat, previous * root, one, solver)
+                return v / root, residual.astype(dtype)
+
+            def reuse() -> tuple[Array, Array]:
+                return previous, state.residual.astype(dtype)
+
+            solve_now = valid & (state.step % every == 0)
+            alpha, residual = jax.lax.cond(solve_now, solve, reuse)
+            # ||J^T alpha||^2 = (sqrt(m) alpha)^T G_hat (sqrt(m) alpha), without overflow.
+            scaled = alpha * root
+            norm = jnp.sqrt(jnp.maximum(scaled @ (gram_hat @ scaled), 0.0))
+            clip = (limit > 0.0) & (norm > limit) & valid
+            return alpha, residual, jnp.where(clip, limit / jnp.where(clip, norm, 1.0), 1.0)
+
+        # Solved with the tasks in an order of their own: where no positive solution exists
+        # the ridge's solve is ill-conditioned and round-off would follow the task order.
+        alpha, residual, clip_scale = in_canonical_order(bargain, gram, state.alpha.astype(dtype))
         new_state = NashMTLState(
             alpha=alpha.astype(jnp.float32),
             step=state.step + 1,

@@ -11,7 +11,9 @@ $$
 a quadratic program in Gram space (`camegrad_jax._solvers._nonneg_qp.project_to_dual_cone`).
 Both weightings work on $\hat G = G / \operatorname{tr} G$ (the projection's weights do not
 depend on the scale of $G$) and follow TorchJD's conventions: the preference vector defaults
-to the mean, $\lambda = \mathbf 1/K$.
+to the mean, $\lambda = \mathbf 1/K$. The QPs are solved with the tasks in an order of their own
+(`camegrad_jax.weightings._common.in_canonical_order`), so that float32 round-off on an
+ill-conditioned Gram matrix cannot depend on the order of the tasks.
 """
 
 from __future__ import annotations
@@ -20,63 +22,29 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from camegrad_jax._checks import check_in_range
 from camegrad_jax._solvers._nonneg_qp import QPSolver, project_to_dual_cone
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import (
+    in_canonical_order,
+    normalised_gram,
+    pref_vector_init,
+    pref_vector_size,
+    preferences,
+)
 
 Array = jax.Array
 
 
-def _pref_vector_size(pref_vector: Any) -> int | None:
-    """K implied by ``pref_vector`` (None: any K), checking what is known at trace time."""
-    if pref_vector is None:
-        return None
-    shape = np.shape(pref_vector)
-    if len(shape) != 1 or shape[0] < 1:
-        raise ValueError(
-            f"`pref_vector` must be a non-empty 1-D vector, one weight per task; got shape {shape}."
-        )
-    check_in_range("pref_vector", pref_vector, 0.0, expected="finite and non-negative")
-    return int(shape[0])
-
-
-def _preferences(pref_vector: Any, num_tasks: int, dtype: Any) -> Array:
-    """$\\lambda$ as a ``(K,)`` array (default $\\mathbf 1/K$), its length checked against K."""
-    if pref_vector is None:
-        return jnp.full((num_tasks,), 1.0 / num_tasks, dtype)
-    size = np.shape(pref_vector)[0]
-    if size != num_tasks:
-        raise ValueError(
-            f"`pref_vector` has {size} entries but the Gram matrix is {num_tasks}×{num_tasks}."
-        )
-    return jnp.asarray(pref_vector, dtype)
-
-
-def _normalised(gram: Array) -> Array:
-    r"""$G / \operatorname{tr} G$, or 0 when the trace is 0 or not finite (every update is 0)."""
-    trace = jnp.trace(gram)
-    valid = (trace > 0.0) & jnp.isfinite(trace)
-    return jnp.where(valid, gram / jnp.where(valid, trace, 1.0), 0.0)
-
-
 def _projection_weighting(pref_vector: Any, coefficients: Any, solver: QPSolver) -> Weighting:
-    size = _pref_vector_size(pref_vector)
-
-    def init(num_tasks: int) -> optax.EmptyState:
-        if size is not None and size != num_tasks:
-            raise ValueError(
-                f"`pref_vector` has {size} entries but the weighting was initialised for "
-                f"{num_tasks} tasks."
-            )
-        return optax.EmptyState()
+    init = pref_vector_init(pref_vector_size(pref_vector))
 
     def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
         del extra_args
-        prefs = _preferences(pref_vector, gram.shape[-1], gram.dtype)
-        return coefficients(gram, prefs, solver).astype(gram.dtype), state
+        k = gram.shape[-1]
+        prefs = preferences(pref_vector, k, gram.dtype, 1.0 / k)
+        coeffs = in_canonical_order(lambda g, p: coefficients(g, p, solver), gram, prefs)
+        return coeffs.astype(gram.dtype), state
 
     return Weighting(init, weigh, scale_invariant=True)
 
@@ -89,7 +57,7 @@ def upgrad_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSo
     For $\lambda_i \ge 0$, projecting $\lambda_i g_i$ gives $\lambda_i J^\top v^{(i)}$ (the
     projection onto a cone is positively homogeneous).
     """
-    gram = _normalised(gram)
+    gram, _ = normalised_gram(gram)
     num_tasks = gram.shape[-1]
     anchors = jnp.eye(num_tasks, dtype=gram.dtype)
     projections = jax.vmap(lambda u: project_to_dual_cone(gram, u, solver))(anchors)
@@ -98,7 +66,7 @@ def upgrad_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSo
 
 def dualproj_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()) -> Array:
     r"""DualProj's coefficients $c = \arg\min_{v \ge \lambda} v^\top\hat Gv$."""
-    return project_to_dual_cone(_normalised(gram), pref_vector, solver)
+    return project_to_dual_cone(normalised_gram(gram)[0], pref_vector, solver)
 
 
 def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighting:
