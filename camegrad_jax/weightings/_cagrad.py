@@ -28,7 +28,7 @@ from camegrad_jax._numerics import psd_sqrt
 from camegrad_jax._solvers._conflict_dual import DualSolver, check_dual_solver
 from camegrad_jax._weighting import Weighting
 from camegrad_jax.weightings._came import rectify
-from camegrad_jax.weightings._common import normalised_gram
+from camegrad_jax.weightings._common import in_canonical_order, normalised_gram
 
 Array = jax.Array
 
@@ -120,7 +120,7 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._cagrad import cagrad
+      >>> from camegrad_jax.weightings import cagrad
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
       >>> weighting = cagrad(c=0.5, rescale=0)
       >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
@@ -145,8 +145,11 @@ def cagrad(c: Any = 0.5, rescale: Any = 1, *, solver: DualSolver = DualSolver())
 
     def weigh(gram: Array, state: CAGradState, **extra_args: Any) -> tuple[Array, CAGradState]:
         del extra_args
-        coeffs, residual = cagrad_coefficients(
-            gram, jnp.asarray(c, gram.dtype), jnp.asarray(rescale), solver
+        # In the tasks' own order, as CAME-Grad (`canonical_order`): round-off cannot depend on
+        # the order the tasks are listed in.
+        coeffs, residual = in_canonical_order(
+            lambda g: cagrad_coefficients(g, jnp.asarray(c, g.dtype), jnp.asarray(rescale), solver),
+            gram,
         )
         return coeffs.astype(gram.dtype), CAGradState(residual.astype(state.residual.dtype))
 

@@ -109,3 +109,15 @@ def pref_vector_init(size: int | None) -> WeightingInitFn:
         return optax.EmptyState()
 
     return init
+
+
+def key_data(seed: int) -> Array:
+    """The raw ``uint32`` data of the PRNG key for ``seed``: how every random weighting keeps its
+    key in the state (plain arrays survive checkpoints and ``optax.tree`` utilities)."""
+    return jax.random.key_data(jax.random.key(seed))
+
+
+def split_key_data(data: Array) -> tuple[Array, Array]:
+    """``(next, step)``: the raw key data for the next step, and a typed key for this one."""
+    key, step = jax.random.split(jax.random.wrap_key_data(data))
+    return jax.random.key_data(key), step

@@ -97,7 +97,7 @@ def config(pref_vector: Any = None, use_least_square: bool = True) -> Weighting:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._config import config
+      >>> from camegrad_jax.weightings import config
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
       >>> weighting = config()
       >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))

@@ -43,7 +43,7 @@ class FairGradState(NamedTuple):
     residual: Array
 
 
-def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighting:
+def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver = NewtonSolver()) -> Weighting:
     r"""FairGrad (Ban & Ji, ICML 2024): the $\alpha$-fair weights $G w = w^{-1/\alpha}$.
 
     The update $d = J^\top w$ maximises the $\alpha$-fair utility
@@ -75,7 +75,7 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighti
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._fairgrad import fairgrad
+      >>> from camegrad_jax.weightings import fairgrad
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
       >>> weighting = fairgrad(alpha=1.0)
       >>> weights, state = weighting.weigh(jac @ jac.T, weighting.init(2))
@@ -89,7 +89,6 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighti
       (arXiv:2402.15638); official code https://github.com/OptMN-Lab/fairgrad.
     """
     check_in_range("alpha", alpha, 0.0, expected="a finite number >= 0 (the fairness parameter)")
-    solver = NewtonSolver() if solver is None else solver
     check_newton_solver(solver)
 
     def init(num_tasks: int) -> FairGradState:
@@ -122,8 +121,8 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver | None = None) -> Weighti
         residual = jnp.where(positive, residual, 0.0)
         w = jnp.where(valid, w, previous)
         new_state = FairGradState(
-            weights=w.astype(jnp.float32),
-            residual=jnp.where(valid, residual, 0.0).astype(jnp.float32),
+            weights=w.astype(state.weights.dtype),
+            residual=jnp.where(valid, residual, 0.0).astype(state.residual.dtype),
         )
         return w, new_state
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from camegrad_jax._checks import check_in_range, concrete
 from camegrad_jax._numerics import safe_sqrt
 from camegrad_jax._weighting import Weighting
-from camegrad_jax.weightings._common import gram_scale
+from camegrad_jax.weightings._common import gram_scale, key_data, split_key_data
 
 Array = jax.Array
 
@@ -19,7 +19,7 @@ class GradVacState(NamedTuple):
     r"""State and diagnostics of [`gradvac`][camegrad_jax.weightings.gradvac].
 
     Attributes:
-      targets: the K×K EMA targets $\hat\phi_{ij}$ (the diagonal is unused), float32.
+      targets: the K×K EMA targets $\hat\phi_{ij}$ (the diagonal is unused).
       key: the PRNG key (raw ``uint32[2]``) that draws the next step's visiting orders.
       order: the ``(K, K-1)`` visiting orders of the last step: row $i$ lists the tasks $j$
         in the order $g_i$ was vaccinated against them.
@@ -118,7 +118,7 @@ def gradvac(beta: Any = 0.01, seed: Any = 0) -> Weighting:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._gradvac import gradvac
+      >>> from camegrad_jax.weightings import gradvac
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
       >>> weighting = gradvac()
       >>> coeffs, state = weighting.weigh(jac @ jac.T, weighting.init(2))
@@ -138,7 +138,7 @@ def gradvac(beta: Any = 0.01, seed: Any = 0) -> Weighting:
         raise ValueError(f"`seed` must be an integer; got {known_seed.tolist()}.")
 
     def init(num_tasks: int) -> GradVacState:
-        key = jax.random.PRNGKey(seed)
+        key = key_data(seed)
         others = jnp.arange(num_tasks - 1, dtype=jnp.int32)
         return GradVacState(
             targets=jnp.zeros((num_tasks, num_tasks), jnp.float32),
@@ -152,13 +152,13 @@ def gradvac(beta: Any = 0.01, seed: Any = 0) -> Weighting:
         k = gram.shape[-1]
         dtype = gram.dtype
         gram_hat = gram / gram_scale(gram, per_task=True)[0]
-        key, subkey = jax.random.split(state.key)
+        key, subkey = split_key_data(state.key)
         order = visiting_orders(subkey, k)
         rows, targets = vaccinate(
             gram_hat, state.targets.astype(dtype), order, jnp.asarray(beta, dtype)
         )
         coeffs = jnp.sum(rows, axis=0)
-        new_state = GradVacState(targets=targets.astype(jnp.float32), key=key, order=order)
+        new_state = GradVacState(targets=targets.astype(state.targets.dtype), key=key, order=order)
         return coeffs, new_state
 
     return Weighting(init, weigh, scale_invariant=True)

@@ -39,7 +39,7 @@ def nash_mtl(
     max_norm: Any = 1.0,
     update_weights_every: Any = 1,
     *,
-    solver: NewtonSolver | None = None,
+    solver: NewtonSolver = NewtonSolver(),
 ) -> Weighting:
     r"""Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution, then norm clipping.
 
@@ -81,7 +81,7 @@ def nash_mtl(
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._nash_mtl import nash_mtl
+      >>> from camegrad_jax.weightings import nash_mtl
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
       >>> weighting = nash_mtl(max_norm=0.0)
       >>> alpha, state = weighting.weigh(jac @ jac.T, weighting.init(2))
@@ -104,7 +104,6 @@ def nash_mtl(
         raise ValueError(
             f"`update_weights_every` must be a positive integer; got {known.tolist()}."
         )
-    solver = NewtonSolver() if solver is None else solver
     check_newton_solver(solver)
 
     def init(num_tasks: int) -> NashMTLState:
@@ -150,10 +149,10 @@ def nash_mtl(
         # the ridge's solve is ill-conditioned and round-off would follow the task order.
         alpha, residual, clip_scale = in_canonical_order(bargain, gram, state.alpha.astype(dtype))
         new_state = NashMTLState(
-            alpha=alpha.astype(jnp.float32),
+            alpha=alpha.astype(state.alpha.dtype),
             step=state.step + 1,
-            residual=residual.astype(jnp.float32),
-            clip_scale=clip_scale.astype(jnp.float32),
+            residual=residual.astype(state.residual.dtype),
+            clip_scale=clip_scale.astype(state.clip_scale.dtype),
         )
         return clip_scale * alpha, new_state
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from camegrad_jax._checks import concrete
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import key_data, split_key_data
 
 Array = jax.Array
 
@@ -38,11 +39,11 @@ class PCGradState(NamedTuple):
 def projection_orders(key: Array, num_tasks: int) -> tuple[Array, Array]:
     """The next key and the step's ``(K, K)`` orders, one independent permutation per task.
 
-    ``key, step_key = jax.random.split(key)``, then row i of the orders is
+    ``key`` is raw key data (`split_key_data`); row i of the orders is
     ``jax.random.permutation(k_i, K)`` with ``k_0, ..., k_{K-1} =
     jax.random.split(step_key, K)``.
     """
-    key, step_key = jax.random.split(key)
+    key, step_key = split_key_data(key)
     task_keys = jax.random.split(step_key, num_tasks)
     orders = jax.vmap(lambda k: jax.random.permutation(k, num_tasks))(task_keys)
     return key, orders.astype(jnp.int32)
@@ -115,7 +116,7 @@ def pcgrad(seed: int = 0) -> Weighting:
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._pcgrad import pcgrad
+      >>> from camegrad_jax.weightings import pcgrad
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
       >>> weighting = pcgrad()
       >>> coeffs, state = weighting.weigh(jac @ jac.T, weighting.init(2))
@@ -131,7 +132,7 @@ def pcgrad(seed: int = 0) -> Weighting:
 
     def init(num_tasks: int) -> PCGradState:
         orders = jnp.broadcast_to(jnp.arange(num_tasks, dtype=jnp.int32), (num_tasks, num_tasks))
-        return PCGradState(key=jax.random.PRNGKey(seed), orders=orders)
+        return PCGradState(key=key_data(seed), orders=orders)
 
     def weigh(gram: Array, state: PCGradState, **extra_args: Any) -> tuple[Array, PCGradState]:
         del extra_args

@@ -107,7 +107,7 @@ def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighti
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._projection import upgrad
+      >>> from camegrad_jax.weightings import upgrad
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
       >>> weighting = upgrad()
       >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
@@ -149,7 +149,7 @@ def dualproj(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weigh
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings._projection import dualproj
+      >>> from camegrad_jax.weightings import dualproj
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
       >>> weighting = dualproj()
       >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 
 from camegrad_jax._weighting import Weighting
+from camegrad_jax.weightings._common import key_data, split_key_data
 
 Array = jax.Array
 
@@ -55,12 +56,12 @@ def rlw(seed: int = 0) -> Weighting:
 
     def init(num_tasks: int) -> RandomState:
         del num_tasks
-        return RandomState(key=jax.random.key_data(jax.random.key(seed)))
+        return RandomState(key=key_data(seed))
 
     def weigh(gram: Array, state: RandomState, **extra_args: Any) -> tuple[Array, RandomState]:
         del extra_args
-        key, subkey = jax.random.split(jax.random.wrap_key_data(state.key))
+        key, subkey = split_key_data(state.key)
         logits = jax.random.normal(subkey, (gram.shape[-1],), gram.dtype)
-        return jax.nn.softmax(logits), RandomState(key=jax.random.key_data(key))
+        return jax.nn.softmax(logits), RandomState(key=key)
 
     return Weighting(init, weigh, uses_gram=False)
