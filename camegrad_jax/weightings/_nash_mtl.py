@@ -80,10 +80,9 @@ def nash_mtl(
       A [`Weighting`][camegrad_jax.Weighting] whose state is a `NashMTLState`.
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings import nash_mtl
+      >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
-      >>> weighting = nash_mtl(max_norm=0.0)
+      >>> weighting = cg.weightings.nash_mtl(max_norm=0.0)
       >>> alpha, state = weighting.weigh(jac @ jac.T, weighting.init(2))
       >>> alpha  # G alpha = 1 / alpha
       Array([0.5915, 0.4071], dtype=float32)

@@ -148,10 +148,9 @@ def dualproj(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weigh
       A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings import dualproj
+      >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
-      >>> weighting = dualproj()
+      >>> weighting = cg.weightings.dualproj()
       >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
       >>> coeffs  # (11/18, 1/2): the mean, moved until task 1 no longer conflicts
       Array([0.6111, 0.5   ], dtype=float32)
