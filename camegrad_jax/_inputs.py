@@ -197,12 +197,18 @@ def jacobian_input(
     updates: Any, *, arg_name: str = "updates"
 ) -> StackedJacobian | RepresentationInput:
     """``updates`` behind the interface, its number of tasks checked (K, the leading axis)."""
-    if isinstance(updates, RepresentationJacobian):
+    if is_representation(updates):
         k = num_tasks_of(updates.features, arg_name=f"{arg_name}.features")
         return RepresentationInput(updates, k)
     return StackedJacobian(updates, num_tasks_of(updates, arg_name=arg_name))
 
 
+def is_representation(updates: Any) -> bool:
+    """Whether ``updates`` is a shared-representation Jacobian (unchecked otherwise: a plain
+    gradient passes as a parameter tree)."""
+    return isinstance(updates, RepresentationJacobian)
+
+
 def jacobian_rows(updates: Any) -> Any:
     """The pytree whose Gram matrix an aggregation takes, unchecked (for finiteness tests)."""
-    return updates.features if isinstance(updates, RepresentationJacobian) else updates
+    return updates.features if is_representation(updates) else updates

@@ -27,7 +27,7 @@ import optax
 from flax import nnx
 
 from camegrad_jax._gram import all_finite
-from camegrad_jax._inputs import jacobian_input
+from camegrad_jax._inputs import is_representation
 from camegrad_jax._jacobian import AxisName, losses_and_aux
 from camegrad_jax._jacobian import value_and_jacobian as _value_and_jacobian
 from camegrad_jax._representation import representation_jacobian
@@ -221,7 +221,7 @@ def update(optimizer: nnx.Optimizer, model: Any, jac: Any, /, **kwargs: Any) -> 
     Returns:
       The updates applied to the ``wrt`` variables.
     """
-    if jacobian_input(jac, arg_name="jac").is_parameter_tree:
+    if not is_representation(jac):
         return optimizer.update(model, jac, **kwargs)
     params = nnx.as_pure(nnx.state(model, optimizer.wrt))
     opt_state = nnx.as_pure(optimizer.opt_state)

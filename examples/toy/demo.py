@@ -135,7 +135,7 @@ def default_methods() -> dict[str, optax.GradientTransformationExtraArgs]:
 #: Display name -> ``cg.weightings`` factory for ``--methods all`` (each with its defaults).
 GRAM_WEIGHTINGS: dict[str, str] = {
     "LS (mean)": "mean",
-    "RLW": "random",
+    "RLW": "rlw",
     "MGDA": "mgda",
     "PCGrad": "pcgrad",
     "GradVac": "gradvac",
@@ -153,7 +153,7 @@ GRAM_WEIGHTINGS: dict[str, str] = {
 def all_methods() -> dict[str, optax.GradientTransformationExtraArgs]:
     """Every Gram weighting of ``cg.weightings`` with its documented defaults, CAME-Grad last.
 
-    ``sum`` and ``linear`` are left out: under Adam they follow LS's path (Adam is invariant to a
+    ``summed`` and ``linear`` are left out: under Adam they follow LS's path (Adam is invariant to a
     constant rescaling of the update). The loss-based weightings (famo, dwa, uncertainty) are left
     out because the toy's losses are negative and they need positive losses.
     """
