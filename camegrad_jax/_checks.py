@@ -51,21 +51,23 @@ def static_num_tasks(num_tasks: Any) -> int | None:
     return int(known)
 
 
-def task_weights_size(task_weights: Any) -> int:
-    """K implied by ``task_weights`` (a 1-D vector), checking what can be checked now."""
-    shape = np.shape(task_weights)
+def weight_vector_size(name: str, vector: Any) -> int:
+    """K implied by the argument ``name``, a vector of per-task weights (non-empty, 1-D, finite
+    and non-negative), checking what can be checked now."""
+    shape = np.shape(vector)
     if len(shape) != 1 or shape[0] < 1:
         raise ValueError(
-            "`task_weights` must be a non-empty 1-D vector, one weight per task; "
-            f"got shape {shape}."
+            f"`{name}` must be a non-empty 1-D vector, one weight per task; got shape {shape}."
         )
-    check_in_range("task_weights", task_weights, 0.0, expected="finite and non-negative")
+    check_in_range(name, vector, 0.0, expected="finite and non-negative")
     return int(shape[0])
 
 
 def resolve_num_tasks(task_weights: Any, num_tasks: Any) -> int | None:
     """K from ``task_weights`` and/or ``num_tasks``; they must agree when both are given."""
-    from_weights = None if task_weights is None else task_weights_size(task_weights)
+    from_weights = (
+        None if task_weights is None else weight_vector_size("task_weights", task_weights)
+    )
     given = static_num_tasks(num_tasks)
     if from_weights is not None and given is not None and from_weights != given:
         raise ValueError(

@@ -76,18 +76,10 @@ def aligned_mtl(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Aligned-MTL (Senushkin et al., CVPR 2023) as an optax transformation.
 
-    ``aggregate(weightings.aligned_mtl(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.aligned_mtl`][camegrad_jax.weightings.aligned_mtl] gives the maths and references.
+    The maths: [`weightings.aligned_mtl`][camegrad_jax.weightings.aligned_mtl].
 
     Args:
       scale_mode: how the aligned frame is scaled: ``"min"``, ``"median"`` or ``"rmse"``.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.aligned_mtl(scale_mode), num_tasks=num_tasks, groups=groups)
 
@@ -102,20 +94,12 @@ def cagrad(
 ) -> optax.GradientTransformationExtraArgs:
     r"""CAGrad (Liu et al., NeurIPS 2021) as an optax transformation.
 
-    ``aggregate(weightings.cagrad(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.cagrad`][camegrad_jax.weightings.cagrad] gives the maths and references.
+    The maths: [`weightings.cagrad`][camegrad_jax.weightings.cagrad].
 
     Args:
       c: the conflict radius $c \ge 0$, relative to the mean gradient's norm.
       rescale: the official code's ``rescale`` (0, 1 or 2).
       solver: the stage-1 dual's solver settings.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(
         weightings.cagrad(c, rescale, solver=solver), num_tasks=num_tasks, groups=groups
@@ -131,19 +115,11 @@ def config(
 ) -> optax.GradientTransformationExtraArgs:
     r"""ConFIG (Liu et al., ICLR 2025) as an optax transformation.
 
-    ``aggregate(weightings.config(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.config`][camegrad_jax.weightings.config] gives the maths and references.
+    The maths: [`weightings.config`][camegrad_jax.weightings.config].
 
     Args:
       pref_vector: the preference weights (default all ones).
       use_least_square: solve for the direction by least squares (the paper's default).
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(
         weightings.config(pref_vector, use_least_square), num_tasks=num_tasks, groups=groups
@@ -159,19 +135,12 @@ def dualproj(
 ) -> optax.GradientTransformationExtraArgs:
     r"""DualProj (Quinton & Rey, 2024) as an optax transformation.
 
-    ``aggregate(weightings.dualproj(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.dualproj`][camegrad_jax.weightings.dualproj] gives the maths and references.
+    The maths: [`weightings.dualproj`][camegrad_jax.weightings.dualproj].
 
     Args:
-      pref_vector: the preference weights $u$ (default $\mathbf 1/K$).
-      solver: the projection's solver settings.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
+      pref_vector: the weights $u$ of the combination $J^\top u$ that is projected onto the
+        dual cone (default $\mathbf 1/K$, the mean gradient).
+      solver: the settings of the one projection.
     """
     return aggregate(
         weightings.dualproj(pref_vector, solver=solver), num_tasks=num_tasks, groups=groups
@@ -186,18 +155,10 @@ def dwa(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Dynamic Weight Average (Liu, Johns and Davison, CVPR 2019) as an optax transformation.
 
-    ``aggregate(weightings.dwa(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.dwa`][camegrad_jax.weightings.dwa] gives the maths and references.
+    The maths: [`weightings.dwa`][camegrad_jax.weightings.dwa].
 
     Args:
       temperature: the softmax temperature $T > 0$.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.dwa(temperature), num_tasks=num_tasks, groups=groups)
 
@@ -211,19 +172,11 @@ def fairgrad(
 ) -> optax.GradientTransformationExtraArgs:
     r"""FairGrad (Ban & Ji, ICML 2024) as an optax transformation.
 
-    ``aggregate(weightings.fairgrad(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.fairgrad`][camegrad_jax.weightings.fairgrad] gives the maths and references.
+    The maths: [`weightings.fairgrad`][camegrad_jax.weightings.fairgrad].
 
     Args:
       alpha: the fairness exponent $\alpha > 0$ (1: Nash bargaining).
       solver: the Newton solver's settings.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.fairgrad(alpha, solver=solver), num_tasks=num_tasks, groups=groups)
 
@@ -238,20 +191,12 @@ def famo(
 ) -> optax.GradientTransformationExtraArgs:
     r"""FAMO (Liu, Liu, Stone and Liu, NeurIPS 2023) as an optax transformation.
 
-    ``aggregate(weightings.famo(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.famo`][camegrad_jax.weightings.famo] gives the maths and references.
+    The maths: [`weightings.famo`][camegrad_jax.weightings.famo].
 
     Args:
       learning_rate: the step size of the task logits.
       weight_decay: the logits' weight decay.
       min_losses: lower bounds of the losses (their logs are taken).
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(
         weightings.famo(learning_rate, weight_decay, min_losses), num_tasks=num_tasks, groups=groups
@@ -267,19 +212,11 @@ def gradvac(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Gradient Vaccine (Wang et al., ICLR 2021) as an optax transformation.
 
-    ``aggregate(weightings.gradvac(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.gradvac`][camegrad_jax.weightings.gradvac] gives the maths and references.
+    The maths: [`weightings.gradvac`][camegrad_jax.weightings.gradvac].
 
     Args:
       beta: the EMA rate of the target cosines, in $[0, 1]$.
       seed: the seed of the random visiting orders.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.gradvac(beta, seed), num_tasks=num_tasks, groups=groups)
 
@@ -291,17 +228,8 @@ def imtl_g(
 ) -> optax.GradientTransformationExtraArgs:
     r"""IMTL-G (Liu et al., ICLR 2021) as an optax transformation.
 
-    ``aggregate(weightings.imtl_g(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.imtl_g`][camegrad_jax.weightings.imtl_g] gives the maths and references.
+    The maths: [`weightings.imtl_g`][camegrad_jax.weightings.imtl_g].
 
-    Args:
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.imtl_g(), num_tasks=num_tasks, groups=groups)
 
@@ -314,18 +242,10 @@ def mgda(
 ) -> optax.GradientTransformationExtraArgs:
     r"""MGDA (Désidéri 2012; Sener and Koltun 2018) as an optax transformation.
 
-    ``aggregate(weightings.mgda(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.mgda`][camegrad_jax.weightings.mgda] gives the maths and references.
+    The maths: [`weightings.mgda`][camegrad_jax.weightings.mgda].
 
     Args:
       solver: the minimum-norm solver's settings.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.mgda(solver=solver), num_tasks=num_tasks, groups=groups)
 
@@ -340,20 +260,12 @@ def nash_mtl(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Nash-MTL (Navon et al., ICML 2022) as an optax transformation.
 
-    ``aggregate(weightings.nash_mtl(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.nash_mtl`][camegrad_jax.weightings.nash_mtl] gives the maths and references.
+    The maths: [`weightings.nash_mtl`][camegrad_jax.weightings.nash_mtl].
 
     Args:
       max_norm: the update's norm is clipped to this (0: no clipping).
       update_weights_every: solve for new weights every this many steps.
       solver: the Newton solver's settings.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(
         weightings.nash_mtl(max_norm, update_weights_every, solver=solver),
@@ -370,18 +282,10 @@ def pcgrad(
 ) -> optax.GradientTransformationExtraArgs:
     r"""PCGrad (Yu et al., NeurIPS 2020) as an optax transformation.
 
-    ``aggregate(weightings.pcgrad(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.pcgrad`][camegrad_jax.weightings.pcgrad] gives the maths and references.
+    The maths: [`weightings.pcgrad`][camegrad_jax.weightings.pcgrad].
 
     Args:
       seed: the seed of the random projection orders.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.pcgrad(seed), num_tasks=num_tasks, groups=groups)
 
@@ -394,18 +298,10 @@ def rlw(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Random Loss Weighting (Lin et al., TMLR 2022) as an optax transformation.
 
-    ``aggregate(weightings.rlw(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.rlw`][camegrad_jax.weightings.rlw] gives the maths and references.
+    The maths: [`weightings.rlw`][camegrad_jax.weightings.rlw].
 
     Args:
       seed: the seed of the random weights.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.rlw(seed), num_tasks=num_tasks, groups=groups)
 
@@ -418,18 +314,10 @@ def uncertainty(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Uncertainty weighting (Kendall, Gal and Cipolla, CVPR 2018) as an optax transformation.
 
-    ``aggregate(weightings.uncertainty(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.uncertainty`][camegrad_jax.weightings.uncertainty] gives the maths and references.
+    The maths: [`weightings.uncertainty`][camegrad_jax.weightings.uncertainty].
 
     Args:
       learning_rate: the step size of the log-variances.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
     """
     return aggregate(weightings.uncertainty(learning_rate), num_tasks=num_tasks, groups=groups)
 
@@ -443,19 +331,12 @@ def upgrad(
 ) -> optax.GradientTransformationExtraArgs:
     r"""UPGrad (Quinton & Rey, 2024) as an optax transformation.
 
-    ``aggregate(weightings.upgrad(...), num_tasks=K, groups=groups)``; the weighting
-    [`weightings.upgrad`][camegrad_jax.weightings.upgrad] gives the maths and references.
+    The maths: [`weightings.upgrad`][camegrad_jax.weightings.upgrad].
 
     Args:
-      pref_vector: the preference weights $u$ (default $\mathbf 1/K$).
-      solver: the projections' solver settings.
-      num_tasks: K, the number of tasks (needed by ``init``).
-      groups: parameter groups aggregated separately (see
-        [`aggregate`][camegrad_jax.aggregate]).
-
-    Returns:
-      An ``optax.GradientTransformationExtraArgs`` with an
-      [`AggregateState`][camegrad_jax.AggregateState]; put it first in an ``optax.chain``.
+      pref_vector: the weights $u$ combining the K projected task gradients (default
+        $\mathbf 1/K$, their mean).
+      solver: the settings of the K projections.
     """
     return aggregate(
         weightings.upgrad(pref_vector, solver=solver), num_tasks=num_tasks, groups=groups

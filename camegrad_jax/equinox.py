@@ -41,14 +41,14 @@ def _equinox() -> ModuleType:
 def filter_value_and_jacobian(
     loss_fn: Callable[..., Any],
     *,
-    has_aux: bool = False,
     axis_name: AxisName | None = None,
     chunk_size: int | None = None,
+    has_aux: bool = False,
 ) -> Callable[..., Any]:
-    r"""Wraps ``loss_fn(model, *args)``, which returns K task losses, to return their Jacobian.
+    r"""The K task losses of ``loss_fn(model, *args)`` and their Jacobian over the model's arrays.
 
     The Equinox twin of [`camegrad_jax.value_and_jacobian`][camegrad_jax.value_and_jacobian],
-    as ``eqx.filter_grad`` is of ``jax.grad``: row $k$ of the Jacobian is $\nabla_\theta L_k$
+    as ``eqx.filter_grad`` is of ``jax.grad`` (its options are keyword-only): row $k$ of the Jacobian is $\nabla_\theta L_k$
     for the floating-point arrays $\theta$ of the model (``eqx.is_inexact_array``); everything
     else is held fixed. Use ``eqx.filter(model, eqx.is_inexact_array)`` as the optimizer's
     parameters, in ``init`` and in ``update``, so that they have the Jacobian's structure.
@@ -56,10 +56,10 @@ def filter_value_and_jacobian(
     Args:
       loss_fn: ``loss_fn(model, *args, **kwargs) -> losses`` with ``losses`` of shape ``(K,)``,
         or ``-> (losses, aux)`` when ``has_aux``.
-      has_aux: whether ``loss_fn`` also returns auxiliary data.
       axis_name: inside ``jax.shard_map``, the mesh axis (or axes) the batch is split over (see
         [`camegrad_jax.value_and_jacobian`][camegrad_jax.value_and_jacobian]).
       chunk_size: compute the Jacobian's rows this many at a time to bound memory.
+      has_aux: whether ``loss_fn`` also returns auxiliary data.
 
     Returns:
       A function ``(model, *args, **kwargs) -> (losses, jac)``, or ``((losses, aux), jac)``,

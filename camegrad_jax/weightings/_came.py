@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camegrad_jax._checks import check_in_range, task_weights_size
+from camegrad_jax._checks import check_in_range, weight_vector_size
 from camegrad_jax._numerics import cosines, psd_sqrt, safe_norm, safe_sqrt
 from camegrad_jax._solvers._conflict_dual import DualSolver, check_dual_solver, solve_conflict_dual
 from camegrad_jax._solvers._nonneg_qp import QPSolver, kkt_residual, project_to_dual_cone
@@ -225,7 +225,9 @@ def came(
     """
     check_came_hyperparams(rho, kappa, nu)
     check_dual_solver(solver)
-    default_size = None if task_weights is None else task_weights_size(task_weights)
+    default_size = (
+        None if task_weights is None else weight_vector_size("task_weights", task_weights)
+    )
 
     def init(num_tasks: int) -> CameState:
         if default_size is not None and default_size != num_tasks:
@@ -248,7 +250,7 @@ def came(
             weights = task_weights
         if weights is None:
             weights = jnp.ones((num_tasks,), gram.dtype)
-        elif task_weights_size(weights) != num_tasks:
+        elif weight_vector_size("task_weights", weights) != num_tasks:
             raise ValueError(
                 f"`task_weights` has {np.shape(weights)[0]} entries but the Gram matrix is "
                 f"{num_tasks}×{num_tasks}."

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from camegrad_jax._checks import check_in_range
+from camegrad_jax._checks import weight_vector_size
 from camegrad_jax._weighting import WeightingInitFn
 
 Array = jax.Array
@@ -71,19 +71,6 @@ def in_canonical_order(solve: Callable[..., Any], gram: Array, *per_task: Array)
     return (restored, *rest) if rest else restored
 
 
-def pref_vector_size(pref_vector: Any) -> int | None:
-    """K implied by ``pref_vector`` (None: any K), checking what is known at trace time."""
-    if pref_vector is None:
-        return None
-    shape = np.shape(pref_vector)
-    if len(shape) != 1 or shape[0] < 1:
-        raise ValueError(
-            f"`pref_vector` must be a non-empty 1-D vector, one weight per task; got shape {shape}."
-        )
-    check_in_range("pref_vector", pref_vector, 0.0, expected="finite and non-negative")
-    return int(shape[0])
-
-
 def preferences(pref_vector: Any, num_tasks: int, dtype: Any, default: float) -> Array:
     """The preferences as a ``(K,)`` array (``default`` in every entry when None), checked
     against K."""
@@ -97,8 +84,10 @@ def preferences(pref_vector: Any, num_tasks: int, dtype: Any, default: float) ->
     return jnp.asarray(pref_vector, dtype)
 
 
-def pref_vector_init(size: int | None) -> WeightingInitFn:
-    """The ``init`` of a stateless weighting with preferences for ``size`` tasks (None: any)."""
+def pref_vector_init(pref_vector: Any) -> WeightingInitFn:
+    """The ``init`` of a stateless weighting with preferences ``pref_vector`` (None: any K),
+    checking now what is known at trace time: a non-empty 1-D, finite, non-negative vector."""
+    size = None if pref_vector is None else weight_vector_size("pref_vector", pref_vector)
 
     def init(num_tasks: int) -> optax.EmptyState:
         if size is not None and size != num_tasks:
@@ -121,3 +110,14 @@ def split_key_data(data: Array) -> tuple[Array, Array]:
     """``(next, step)``: the raw key data for the next step, and a typed key for this one."""
     key, step = jax.random.split(jax.random.wrap_key_data(data))
     return jax.random.key_data(key), step
+
+
+def warm_started(state: Any, valid: Array, weights: Array, residual: Array) -> tuple[Array, Any]:
+    """``(weights, next state)`` after a warm-started solve whose state has ``weights`` and
+    ``residual`` fields: where the Gram matrix was not ``valid`` the previous weights stay and
+    the residual is 0. The state keeps its own dtypes."""
+    w = jnp.where(valid, weights, state.weights.astype(weights.dtype))
+    return w, state._replace(
+        weights=w.astype(state.weights.dtype),
+        residual=jnp.where(valid, residual, 0.0).astype(state.residual.dtype),
+    )

@@ -13,7 +13,6 @@ from camegrad_jax.weightings._common import (
     in_canonical_order,
     normalised_gram,
     pref_vector_init,
-    pref_vector_size,
     preferences,
 )
 
@@ -96,10 +95,9 @@ def config(pref_vector: Any = None, use_least_square: bool = True) -> Weighting:
       A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> from camegrad_jax.weightings import config
+      >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
-      >>> weighting = config()
+      >>> weighting = cg.weightings.config()
       >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
       >>> [round(float(x), 4) for x in jac.T @ coeffs]  # TorchJD's ConFIG: same values
       [0.1588, 2.0706, 2.0706]
@@ -110,7 +108,7 @@ def config(pref_vector: Any = None, use_least_square: bool = True) -> Weighting:
     """
     if not isinstance(use_least_square, bool):
         raise TypeError(f"`use_least_square` must be a bool; got {use_least_square!r}.")
-    init = pref_vector_init(pref_vector_size(pref_vector))
+    init = pref_vector_init(pref_vector)
 
     def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
         del extra_args

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from camegrad_jax._checks import check_in_range
 from camegrad_jax._solvers._newton import NewtonSolver, check_newton_solver, solve_fair_weights
 from camegrad_jax._weighting import Weighting
-from camegrad_jax.weightings._common import gram_scale, in_canonical_order
+from camegrad_jax.weightings._common import gram_scale, in_canonical_order, warm_started
 
 Array = jax.Array
 
@@ -119,11 +119,6 @@ def fairgrad(alpha: Any = 1.0, *, solver: NewtonSolver = NewtonSolver()) -> Weig
         w = v * jnp.exp(-exponent * log_mean)
         w = jnp.where(positive, w, jnp.full((k,), 1.0 / k, dtype))
         residual = jnp.where(positive, residual, 0.0)
-        w = jnp.where(valid, w, previous)
-        new_state = FairGradState(
-            weights=w.astype(state.weights.dtype),
-            residual=jnp.where(valid, residual, 0.0).astype(state.residual.dtype),
-        )
-        return w, new_state
+        return warm_started(state, valid, w, residual)
 
     return Weighting(init, weigh, uses_jacobian_scale=True)

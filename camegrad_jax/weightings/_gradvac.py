@@ -119,8 +119,8 @@ def gradvac(beta: Any = 0.01, seed: Any = 0) -> Weighting:
     Examples:
       >>> import jax.numpy as jnp
       >>> from camegrad_jax.weightings import gradvac
-      >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
       >>> weighting = gradvac()
+      >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
       >>> coeffs, state = weighting.weigh(jac @ jac.T, weighting.init(2))
       >>> coeffs  # targets start at 0: PCGrad, as TorchJD's GradVac gives [2.2222, 1.5789]
       Array([2.2222, 1.5789], dtype=float32)

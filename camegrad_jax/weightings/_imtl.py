@@ -65,9 +65,9 @@ def imtl_g() -> Weighting:
       A stateless [`Weighting`][camegrad_jax.Weighting].
 
     Examples:
-      >>> import jax.numpy as jnp
+      >>> import jax.numpy as jnp, camegrad_jax as cg
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
-      >>> coeffs, _ = imtl_g().weigh(jac @ jac.T, None)
+      >>> coeffs, _ = cg.weightings.imtl_g().weigh(jac @ jac.T, None)
       >>> [round(float(c), 4) for c in coeffs]  # TorchJD's IMTLGWeighting: the same
       [0.5923, 0.4077]
       >>> [round(float(x), 4) for x in (jac @ (coeffs @ jac)) / jnp.linalg.norm(jac, axis=1)]

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from camegrad_jax._checks import task_weights_size
+from camegrad_jax._checks import weight_vector_size
 from camegrad_jax._weighting import Weighting
 
 Array = jax.Array
@@ -44,7 +44,7 @@ def summed() -> Weighting:
 
 def linear(task_weights: Any) -> Weighting:
     r"""Linear scalarisation with fixed task weights, $c = \lambda$ (e.g. ``[1, 4]``)."""
-    size = task_weights_size(task_weights)
+    size = weight_vector_size("task_weights", task_weights)
 
     def coeffs_for(k: int, dtype: Any) -> Array:
         if k != size:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from camegrad_jax._solvers._min_norm import MgdaSolver, check_mgda_solver, solve_min_norm
 from camegrad_jax._weighting import Weighting
-from camegrad_jax.weightings._common import normalised_gram
+from camegrad_jax.weightings._common import normalised_gram, warm_started
 
 Array = jax.Array
 
@@ -96,11 +96,6 @@ def mgda(*, solver: MgdaSolver = MgdaSolver()) -> Weighting:
         previous = state.weights.astype(gram.dtype)
         gram_hat, valid = normalised_gram(gram)
         w, gap = solve_min_norm(gram_hat, previous, solver)
-        w = jnp.where(valid, w, previous)
-        new_state = MgdaState(
-            weights=w.astype(state.weights.dtype),
-            residual=jnp.where(valid, gap, 0.0).astype(state.residual.dtype),
-        )
-        return w, new_state
+        return warm_started(state, valid, w, gap)
 
     return Weighting(init, weigh, scale_invariant=True)

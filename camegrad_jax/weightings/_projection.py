@@ -29,7 +29,6 @@ from camegrad_jax.weightings._common import (
     in_canonical_order,
     normalised_gram,
     pref_vector_init,
-    pref_vector_size,
     preferences,
 )
 
@@ -37,7 +36,7 @@ Array = jax.Array
 
 
 def _projection_weighting(pref_vector: Any, coefficients: Any, solver: QPSolver) -> Weighting:
-    init = pref_vector_init(pref_vector_size(pref_vector))
+    init = pref_vector_init(pref_vector)
 
     def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
         del extra_args
@@ -109,8 +108,7 @@ def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighti
       >>> import jax.numpy as jnp
       >>> from camegrad_jax.weightings import upgrad
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
-      >>> weighting = upgrad()
-      >>> coeffs, _ = weighting.weigh(jac @ jac.T, weighting.init(2))
+      >>> coeffs, _ = upgrad().weigh(jac @ jac.T, None)  # stateless
       >>> coeffs  # ((1 + 11/9) / 2, (1 + 11/19) / 2); TorchJD (regularised): [1.1109, 0.7894]
       Array([1.1111 , 0.7895], dtype=float32)
       >>> jac @ (jac.T @ coeffs) >= 0  # no task conflicts with the update
