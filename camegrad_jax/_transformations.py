@@ -1,7 +1,10 @@
 """The ready optax transformations: one explicit, typed function per weighting.
 
 Each is [`aggregate`][camegrad_jax.aggregate] of one weighting; the weighting's own page has
-the maths. CAME-Grad's also takes K from ``task_weights``.
+the maths. Besides its own arguments, every one takes the keyword-only ``num_tasks`` (K, which
+``init`` needs) and ``groups`` (parameter groups aggregated separately), and returns an
+``optax.GradientTransformationExtraArgs`` with an ``AggregateState``, to put first in an
+``optax.chain``. CAME-Grad's also takes K from ``task_weights``.
 """
 
 from __future__ import annotations
