@@ -47,11 +47,12 @@ def filter_value_and_jacobian(
 ) -> Callable[..., Any]:
     r"""The K task losses of ``loss_fn(model, *args)`` and their Jacobian over the model's arrays.
 
-    The Equinox twin of [`camegrad_jax.value_and_jacobian`][camegrad_jax.value_and_jacobian],
-    as ``eqx.filter_grad`` is of ``jax.grad`` (its options are keyword-only): row $k$ of the Jacobian is $\nabla_\theta L_k$
-    for the floating-point arrays $\theta$ of the model (``eqx.is_inexact_array``); everything
-    else is held fixed. Use ``eqx.filter(model, eqx.is_inexact_array)`` as the optimizer's
-    parameters, in ``init`` and in ``update``, so that they have the Jacobian's structure.
+    The Equinox twin of [`camegrad_jax.value_and_jacobian`][camegrad_jax.value_and_jacobian], as
+    ``eqx.filter_grad`` is of ``jax.grad`` (its options are keyword-only): row $k$ of the Jacobian
+    is $\nabla_\theta L_k$ for the floating-point arrays $\theta$ of the model
+    (``eqx.is_inexact_array``); everything else is held fixed. Use ``eqx.filter(model,
+    eqx.is_inexact_array)`` as the optimizer's parameters, in ``init`` and in ``update``, so that
+    they have the Jacobian's structure.
 
     Args:
       loss_fn: ``loss_fn(model, *args, **kwargs) -> losses`` with ``losses`` of shape ``(K,)``,
