@@ -4,8 +4,9 @@ Two sweeps of the jitted ``tx.update(jac, state)`` on the synthetic Jacobian of
 ``benchmarks/_timing.py`` (three leaves, conflicting tasks), each timed round-robin with a plain
 sum over tasks (``tensordot(ones(K), leaf)``), its two passes over the Jacobian taken apart
 (``gram``: ``cg.gramian``; ``combine``: ``cg.combine`` with fixed coefficients), the K×K solve
-alone (``weigh``: the jitted ``weightings.came().weigh`` on the Gram matrix) and, by default,
-MGDA and UPGrad for comparison:
+alone (``weigh``: the jitted ``weightings.came().weigh`` on the Gram matrix), the same update
+with the mean as its weighting (``mean``: the Gram and combine passes with an empty solve) and,
+by default, MGDA and UPGrad for comparison:
 
 * against K at P = 1e6, K in {2, 4, 8, 16, 32};
 * against P at K = 4, P from 1e4 to 1e7.
@@ -13,8 +14,11 @@ MGDA and UPGrad for comparison:
 The slope of ``log t`` against ``log P`` is fitted by least squares on the points with
 P ≥ 1e5, where the passes over the Jacobian dominate (below, the fixed cost of a call does);
 the slope against K is fitted on all K. Targets of the issue: CAME-Grad linear in P (slope
-1.0 ± 0.1) and the K×K solve under 5% of the update at P = 1e6 for every K ≤ 32. Writes the
-JSON and a PNG with both panels next to it. Run::
+1.0 ± 0.1) and the K×K solve under 5% of the update at P = 1e6 for every K ≤ 32. The solve's
+share is given two ways: ``in update``, (CAME-Grad − mean) / CAME-Grad, what the solve adds to
+the fused update, which the target is judged on; and ``alone``, ``weigh`` / CAME-Grad, a
+separate jitted call that also pays a call's dispatch (tens of µs on a CPU). Writes the JSON
+and a PNG with both panels next to it. Run::
 
     python -m benchmarks.scaling [--quick] [--out outputs/benchmarks/scaling.json]
 """
@@ -40,7 +44,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "upgrad": cg.upgrad,
 }
 #: Everything timed per point besides the methods' updates.
-PARTS = ("sum", "gram", "combine", "weigh")
+PARTS = ("sum", "gram", "combine", "weigh", "mean")
 
 FULL = {
     "ks": (2, 4, 8, 16, 32),
@@ -80,6 +84,7 @@ def measure(
         "gram": lambda: gram_fn(jac),
         "combine": lambda: combine_fn(jac, coeffs),
         "weigh": lambda: weigh_fns[k](gram),
+        "mean": timing.update_fn(cg.aggregate(cg.weightings.mean(), num_tasks=k), jac),
     }
     for name in methods:
         fns[name] = timing.update_fn(METHODS[name](num_tasks=k), jac)
@@ -87,7 +92,8 @@ def measure(
     point: dict[str, Any] = {"k": k, "p": p, "times": times}
     update = times["came_grad"]["median_ms"] if "came_grad" in times else None
     if update:
-        point["solve_share"] = times["weigh"]["median_ms"] / update
+        point["solve_share"] = (update - times["mean"]["median_ms"]) / update
+        point["solve_share_alone"] = times["weigh"]["median_ms"] / update
         point["ratio_to_sum"] = update / times["sum"]["median_ms"]
     return point
 
@@ -108,13 +114,17 @@ def fit(points: list[dict[str, Any]], axis: str, names: list[str], min_x: int) -
 
 def print_points(title: str, points: list[dict[str, Any]], names: list[str]) -> None:
     print(f"\n{title} (median ms)")
-    print(f"{'K':>3} {'P':>6} " + " ".join(f"{n:>10}" for n in names) + f" {'share':>6}")
+    header = " ".join(f"{n:>10}" for n in names)
+    print(f"{'K':>3} {'P':>6} {header} {'share in update':>16} {'alone':>6}")
     for pt in points:
         cells = " ".join(f"{pt['times'][n].get('median_ms', float('nan')):>10.3f}" for n in names)
-        share = pt.get("solve_share")
+        shares = [pt.get("solve_share"), pt.get("solve_share_alone")]
         print(
             f"{pt['k']:>3} {timing.fmt_p(pt['p']):>6} {cells} "
-            + (f"{100 * share:>5.1f}%" if share is not None else f"{'-':>6}")
+            + " ".join(
+                f"{100 * s:>{w - 1}.1f}%" if s is not None else f"{'-':>{w}}"
+                for s, w in zip(shares, (16, 6), strict=True)
+            )
         )
 
 
@@ -213,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "worst_k": max(share_points, key=lambda pt: pt["solve_share"])["k"]
             if share_points
             else None,
-            "target": f"< {SHARE_TARGET:.0%} at P = 1e6, K <= {SHARE_MAX_K}",
+            "target": f"< {SHARE_TARGET:.0%} at P = 1e6, K <= {SHARE_MAX_K} "
+            "((came_grad - mean) / came_grad)",
             "met": None if worst_share is None else worst_share < SHARE_TARGET,
         },
     }
