@@ -61,8 +61,8 @@ def upgrad_ref(gram: np.ndarray, prefs: np.ndarray) -> np.ndarray:
 def project_all(gram):
     """The K UPGrad projections v^(i) (rows) and the DualProj one, for the mean."""
     k = gram.shape[0]
-    rows = jax.vmap(lambda u: project_to_dual_cone(gram, u))(jnp.eye(k, dtype=gram.dtype))
-    mean = project_to_dual_cone(gram, jnp.full((k,), 1.0 / k, gram.dtype))
+    rows, _ = jax.vmap(lambda u: project_to_dual_cone(gram, u))(jnp.eye(k, dtype=gram.dtype))
+    mean, _ = project_to_dual_cone(gram, jnp.full((k,), 1.0 / k, gram.dtype))
     return rows, mean
 
 
@@ -165,10 +165,11 @@ def test_qp_general_linear_term_and_kkt():
     """A strictly convex NNQP with a known solution, and the KKT residual as a certificate."""
     gram = jnp.array([[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]])
     linear = jnp.array([-1.0, 2.0, -4.0])
-    x = jax.jit(solve_nonneg_qp)(gram, linear)
+    x, residual = jax.jit(solve_nonneg_qp)(gram, linear)
     # Support {0, 2}: G_SS x_S = -q_S, gradient of coordinate 1 = 1/4 + 2 + 2 > 0.
     np.testing.assert_allclose(np.asarray(x), [0.25, 0.0, 2.0], atol=1e-6)
-    assert float(kkt_residual(gram, linear, x)) < 1e-6
+    assert float(residual) == pytest.approx(float(kkt_residual(gram, linear, x)), abs=1e-7)
+    assert float(residual) < 1e-6
     assert float(kkt_residual(gram, linear, jnp.zeros(3))) == pytest.approx(4.0)
 
 
@@ -294,6 +295,45 @@ CHANGED = {
 def test_contract(subject):
     """The contract suite; op-by-op (eager) runs are left out, as for every iterative solver."""
     run_contract(subject, CHANGED[subject.name])
+
+
+def _kkt_residual_np(gram_hat: np.ndarray, anchor: np.ndarray, v: np.ndarray) -> float:
+    """max_i |min(v_i − u_i, (Ĝv)_i)| in float64: 0 exactly at the projection's weights."""
+    return float(np.max(np.abs(np.minimum(v - anchor, gram_hat @ v))))
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [cg.weightings.QPSolver(), cg.weightings.QPSolver(pgd_iters=1, active_set_rounds=0)],
+    ids=["default", "crippled"],
+)
+def test_state_reports_the_kkt_residual(solver):
+    """DualProj's state holds the KKT residual of the coefficients it returned (recomputed here
+    in float64 from them); UPGrad's is the largest of its K. Both are small with the default
+    solver and large with a crippled one, so the diagnostic tells the two apart. K = 10 runs
+    the iterative solver (enumeration stops at 8)."""
+    jac = ref.conflicting_jacobian(np.random.default_rng(3), 10, 24)
+    gram_hat = _gram32(jac)
+    gram = jnp.asarray(jac @ jac.T, jnp.float32)
+    prefs = np.full(10, 0.1)
+    weighting = dualproj(solver=solver)
+    coeffs, state = jax.jit(weighting.weigh)(gram, weighting.init(10))
+    expected = _kkt_residual_np(gram_hat, prefs, np.asarray(coeffs, np.float64))
+    assert float(state.residual) == pytest.approx(expected, abs=1e-6)
+    weighting = upgrad(solver=solver)
+    _, state = jax.jit(weighting.weigh)(gram, weighting.init(10))
+    rows, _ = jax.vmap(
+        lambda u: project_to_dual_cone(jnp.asarray(gram_hat, jnp.float32), u, solver)
+    )(jnp.eye(10))
+    worst = max(
+        _kkt_residual_np(gram_hat, np.eye(10)[i], np.asarray(rows[i], np.float64))
+        for i in range(10)
+    )
+    assert float(state.residual) == pytest.approx(worst, abs=1e-6)
+    if solver.active_set_rounds == 0:
+        assert float(state.residual) > 1e-3
+    else:
+        assert float(state.residual) < 1e-6
 
 
 def test_default_preferences_are_the_mean():

@@ -177,8 +177,9 @@ def _active_set(
 
 def solve_nonneg_qp(
     gram: Array, linear: Array, solver: QPSolver = QPSolver(), x_init: Array | None = None
-) -> Array:
-    r"""A minimiser of $\tfrac12 x^\top Gx + q^\top x$ over $x \ge 0$ ($G$ PSD).
+) -> tuple[Array, Array]:
+    r"""A minimiser of $\tfrac12 x^\top Gx + q^\top x$ over $x \ge 0$ ($G$ PSD), and its KKT
+    residual ([`kkt_residual`][camegrad_jax._solvers._nonneg_qp.kkt_residual]).
 
     Accelerated projected gradient from ``x_init`` (default 0) with step $1/\lambda_{\max}(G)$,
     then exact active-set rounds (module docstring); iteration counts are static, in
@@ -189,8 +190,11 @@ def solve_nonneg_qp(
     Examples:
       >>> import jax.numpy as jnp
       >>> gram = jnp.array([[2.0, 1.0], [1.0, 2.0]])
-      >>> solve_nonneg_qp(gram, jnp.array([-2.0, 1.0]))  # x = (1, 0): gradient (0, 2) >= 0
+      >>> x, residual = solve_nonneg_qp(gram, jnp.array([-2.0, 1.0]))
+      >>> x  # x = (1, 0): gradient (0, 2) >= 0, so the KKT conditions hold exactly
       Array([1., 0.], dtype=float32)
+      >>> residual
+      Array(0., dtype=float32)
     """
     gram = 0.5 * (gram + gram.T)
     dtype = gram.dtype
@@ -200,12 +204,14 @@ def solve_nonneg_qp(
     x = jnp.zeros_like(linear) if x_init is None else jnp.maximum(x_init, 0.0)
     x = _accelerated_projected_gradient(gram, linear, x, 1.0 / lipschitz, solver.pgd_iters)
     rounds = gram.shape[-1] + 4 if solver.active_set_rounds is None else solver.active_set_rounds
-    x, _ = _active_set(gram, linear, x, scale, rounds)
-    return x
+    return _active_set(gram, linear, x, scale, rounds)
 
 
-def project_to_dual_cone(gram: Array, anchor: Array, solver: QPSolver = QPSolver()) -> Array:
-    r"""Weights $v$ of the projection of $J^\top u$ onto the dual cone $\{d: Jd \ge 0\}$.
+def project_to_dual_cone(
+    gram: Array, anchor: Array, solver: QPSolver = QPSolver()
+) -> tuple[Array, Array]:
+    r"""Weights $v$ of the projection of $J^\top u$ onto the dual cone $\{d: Jd \ge 0\}$, and
+    the KKT residual $\max_i|\min(v_i - u_i, (Gv)_i)|$ of the QP (0 at the exact projection).
 
     By Proposition 1 of Quinton & Rey (2024), $\pi(J^\top u) = J^\top v$ with
     $v = \arg\min_{v \ge u} v^\top G v$, which is $v = u + x$ for the minimiser $x$ of
@@ -217,10 +223,13 @@ def project_to_dual_cone(gram: Array, anchor: Array, solver: QPSolver = QPSolver
     Examples:
       >>> import jax.numpy as jnp
       >>> gram = jnp.array([[1.0, -0.5], [-0.5, 1.0]])
-      >>> project_to_dual_cone(gram, jnp.array([1.0, 0.0]))  # g1 - (<g1, g2>/|g2|^2) g2
+      >>> v, _ = project_to_dual_cone(gram, jnp.array([1.0, 0.0]))
+      >>> v  # g1 - (<g1, g2>/|g2|^2) g2
       Array([1. , 0.5], dtype=float32)
     """
     if gram.shape[-1] <= solver.enumerate_up_to:
         gram = 0.5 * (gram + gram.T)
-        return anchor + _enumeration.nonneg_qp(gram, psd_sqrt(gram), anchor)[0]
-    return anchor + solve_nonneg_qp(gram, gram @ anchor, solver)
+        x, residual = _enumeration.nonneg_qp(gram, psd_sqrt(gram), anchor)
+    else:
+        x, residual = solve_nonneg_qp(gram, gram @ anchor, solver)
+    return anchor + x, residual

@@ -20,7 +20,7 @@ from camegrad_jax.weightings._loss_based import (
 from camegrad_jax.weightings._mgda import MgdaState, mgda
 from camegrad_jax.weightings._nash_mtl import NashMTLState, nash_mtl
 from camegrad_jax.weightings._pcgrad import PCGradState, pcgrad
-from camegrad_jax.weightings._projection import dualproj, upgrad
+from camegrad_jax.weightings._projection import ProjectionState, dualproj, upgrad
 from camegrad_jax.weightings._random import RandomState, rlw
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "NashMTLState",
     "NewtonSolver",
     "PCGradState",
+    "ProjectionState",
     "QPSolver",
     "RandomState",
     "UncertaintyState",

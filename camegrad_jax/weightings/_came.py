@@ -27,7 +27,7 @@ import numpy as np
 from camegrad_jax._checks import check_in_range, weight_vector_size
 from camegrad_jax._numerics import cosines, psd_sqrt, safe_norm, safe_sqrt
 from camegrad_jax._solvers._conflict_dual import DualSolver, check_dual_solver, solve_conflict_dual
-from camegrad_jax._solvers._nonneg_qp import QPSolver, kkt_residual, project_to_dual_cone
+from camegrad_jax._solvers._nonneg_qp import QPSolver, project_to_dual_cone
 from camegrad_jax._weighting import Weighting
 from camegrad_jax.weightings._common import canonical_order, normalised_gram
 
@@ -97,12 +97,11 @@ def rectify(
     form = safe_sqrt(w @ gram @ w)
     kink = _cancelled(jnp.minimum(w_norm, form), w, task_norms)
     qp_solver = QPSolver(enumerate_up_to=solver.enumerate_up_to)
-    anchor = jax.lax.cond(
+    anchor, residual = jax.lax.cond(
         kink,
         lambda: project_to_dual_cone(gram, task_weights, qp_solver),
-        lambda: task_weights + (radius / jnp.where(kink, 1.0, w_norm)) * w,
+        lambda: (task_weights + (radius / jnp.where(kink, 1.0, w_norm)) * w, gap),
     )
-    residual = jnp.where(kink, kkt_residual(gram, gram @ task_weights, anchor - task_weights), gap)
     return anchor, w, residual
 
 

@@ -18,7 +18,7 @@ ill-conditioned Gram matrix cannot depend on the order of the tasks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,21 +35,41 @@ from camegrad_jax.weightings._common import (
 Array = jax.Array
 
 
-def _projection_weighting(pref_vector: Any, coefficients: Any, solver: QPSolver) -> Weighting:
-    init = pref_vector_init(pref_vector)
+class ProjectionState(NamedTuple):
+    r"""Diagnostics of [`upgrad`][camegrad_jax.weightings.upgrad] and
+    [`dualproj`][camegrad_jax.weightings.dualproj] (nothing is carried over).
 
-    def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, Any]:
-        del extra_args
+    Attributes:
+      residual: the last step's KKT residual $\max_i|\min(v_i - u_i, (\hat Gv)_i)|$ of the
+        projection's QP on $\hat G = G/\operatorname{tr}G$ (UPGrad: the largest of its K), 0 at
+        the exact projection: how far a task may still conflict with the update, relative to
+        the trace.
+    """
+
+    residual: Array
+
+
+def _projection_weighting(pref_vector: Any, coefficients: Any, solver: QPSolver) -> Weighting:
+    check_size = pref_vector_init(pref_vector)
+
+    def init(num_tasks: int) -> ProjectionState:
+        check_size(num_tasks)
+        return ProjectionState(residual=jnp.zeros((), jnp.float32))
+
+    def weigh(gram: Array, state: Any, **extra_args: Any) -> tuple[Array, ProjectionState]:
+        del state, extra_args
         k = gram.shape[-1]
         prefs = preferences(pref_vector, k, gram.dtype, 1.0 / k)
-        coeffs = in_canonical_order(lambda g, p: coefficients(g, p, solver), gram, prefs)
-        return coeffs.astype(gram.dtype), state
+        coeffs, residual = in_canonical_order(lambda g, p: coefficients(g, p, solver), gram, prefs)
+        return coeffs.astype(gram.dtype), ProjectionState(residual.astype(gram.dtype))
 
     return Weighting(init, weigh, scale_invariant=True)
 
 
-def upgrad_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()) -> Array:
-    r"""UPGrad's coefficients $c = \sum_i \lambda_i v^{(i)}$.
+def upgrad_coefficients(
+    gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()
+) -> tuple[Array, Array]:
+    r"""UPGrad's coefficients $c = \sum_i \lambda_i v^{(i)}$ and the largest KKT residual.
 
     $v^{(i)} = \arg\min_{v \ge e_i} v^\top\hat Gv$, so that $J^\top v^{(i)}$ is the
     projection of $g_i$ onto the dual cone; the K QPs are solved together (``jax.vmap``).
@@ -59,12 +79,15 @@ def upgrad_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSo
     gram, _ = normalised_gram(gram)
     num_tasks = gram.shape[-1]
     anchors = jnp.eye(num_tasks, dtype=gram.dtype)
-    projections = jax.vmap(lambda u: project_to_dual_cone(gram, u, solver))(anchors)
-    return pref_vector @ projections
+    projections, residuals = jax.vmap(lambda u: project_to_dual_cone(gram, u, solver))(anchors)
+    return pref_vector @ projections, jnp.max(residuals)
 
 
-def dualproj_coefficients(gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()) -> Array:
-    r"""DualProj's coefficients $c = \arg\min_{v \ge \lambda} v^\top\hat Gv$."""
+def dualproj_coefficients(
+    gram: Array, pref_vector: Array, solver: QPSolver = QPSolver()
+) -> tuple[Array, Array]:
+    r"""DualProj's coefficients $c = \arg\min_{v \ge \lambda} v^\top\hat Gv$ and the KKT
+    residual."""
     return project_to_dual_cone(normalised_gram(gram)[0], pref_vector, solver)
 
 
@@ -102,17 +125,20 @@ def upgrad(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weighti
       solver: where enumeration stops (K ≤ 8 exact) and the iteration counts above.
 
     Returns:
-      A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).
+      A [`Weighting`][camegrad_jax.Weighting] whose state only reports the last solve's
+      KKT residual ([`ProjectionState`][camegrad_jax.weightings.ProjectionState]).
 
     Examples:
       >>> import jax.numpy as jnp
       >>> from camegrad_jax.weightings import upgrad
       >>> jac = jnp.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])  # TorchJD's example
-      >>> coeffs, _ = upgrad().weigh(jac @ jac.T, None)  # stateless
+      >>> coeffs, state = upgrad().weigh(jac @ jac.T, None)  # nothing is carried over
       >>> coeffs  # ((1 + 11/9) / 2, (1 + 11/19) / 2); TorchJD (regularised): [1.1109, 0.7894]
       Array([1.1111 , 0.7895], dtype=float32)
       >>> jac @ (jac.T @ coeffs) >= 0  # no task conflicts with the update
       Array([ True,  True], dtype=bool)
+      >>> float(state.residual) < 1e-6  # the QP's KKT conditions hold
+      True
 
     References:
       Quinton and Rey, *Jacobian Descent for Multi-Objective Optimization*, 2024
@@ -143,7 +169,8 @@ def dualproj(pref_vector: Any = None, *, solver: QPSolver = QPSolver()) -> Weigh
       solver: where enumeration stops (K ≤ 8 exact) and the iteration counts above.
 
     Returns:
-      A stateless [`Weighting`][camegrad_jax.Weighting] (``optax.EmptyState``).
+      A [`Weighting`][camegrad_jax.Weighting] whose state is a
+      [`ProjectionState`][camegrad_jax.weightings.ProjectionState].
 
     Examples:
       >>> import jax.numpy as jnp, camegrad_jax as cg
