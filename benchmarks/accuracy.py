@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reference as ref
 from helpers import full_rank_jacobian
-from test_weightings_config_fairgrad import config_np, fairgrad_np
-from test_weightings_gradvac_nash import gradvac_np, nash_np
-from test_weightings_imtl_aligned import aligned_reference, imtl_paper
-from test_weightings_mgda import min_norm_reference
-from test_weightings_pcgrad_cagrad import cagrad_ref, pcgrad_ref
-from test_weightings_projection import project_ref, upgrad_ref
+from test_config import config_np, fairgrad_np
+from test_gradvac import gradvac_np, nash_np
+from test_imtl_g import aligned_reference, imtl_paper
+from test_mgda import min_norm_reference
+from test_pcgrad import cagrad_ref, pcgrad_ref
+from test_projection import project_ref, upgrad_ref
 
 import camegrad_jax as cg
 

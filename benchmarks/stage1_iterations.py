@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reference as ref
-from test_simplex import CASES, RHOS, _problem, _scale, at_kink
+from test_conflict_dual import CASES, RHOS, _problem, _scale, at_kink
 
 import camegrad_jax as cg
 from benchmarks import _timing as timing

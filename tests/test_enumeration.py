@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import reference as ref
 from helpers import came_np, update_distance
-from test_simplex import KINK_TOL, _gap, _problem, _scale, assert_no_worse_than_grid, at_kink
+from test_conflict_dual import KINK_TOL, _gap, _problem, _scale, assert_no_worse_than_grid, at_kink
 
 import camegrad_jax as cg
 from camegrad_jax._numerics import psd_sqrt
