@@ -11,7 +11,7 @@ from contract import (
     run_contract,
 )
 from helpers import J_BASE, full_rank_jacobian
-from scipy.optimize import least_squares
+from references import config_np, fairgrad_np, fairgrad_residual
 
 import camegrad_jax as cg
 from camegrad_jax._solvers._newton import NewtonSolver
@@ -33,16 +33,6 @@ def config_update(jac, pref=None):
     pref = np.ones(jac.shape[0]) if pref is None else pref
     coeffs = _config_coeffs(jnp.asarray(jac @ jac.T, jnp.float32), jnp.asarray(pref, jnp.float32))
     return jac.T @ np.asarray(coeffs, np.float64), np.asarray(coeffs, np.float64)
-
-
-def config_np(jac, pref=None):
-    """The official ConFIG_update on explicit float64 gradients: pinv of the unit gradients."""
-    pref = np.ones(jac.shape[0]) if pref is None else pref
-    norms = np.linalg.norm(jac, axis=1, keepdims=True)
-    units = np.divide(jac, norms, out=np.zeros_like(jac), where=norms > 0)
-    direction = np.linalg.pinv(units) @ pref
-    unit = direction / np.linalg.norm(direction)
-    return np.sum(jac @ unit) * unit
 
 
 def test_config_torchjd_value():
@@ -141,30 +131,6 @@ def _fairgrad_step(gram, state, alpha):
 def fairgrad_step(gram, state, alpha=1.0):
     """One FairGrad step with a traced alpha: each K compiles once."""
     return _fairgrad_step(jnp.asarray(gram, jnp.float32), state, jnp.float32(alpha))
-
-
-def fairgrad_np(gram, alpha):
-    """The official float64 solve (scipy least squares on w > 0 from 1/K), polished by Newton."""
-    k = gram.shape[0]
-    sol = least_squares(
-        lambda w: gram @ w - w ** (-1 / alpha),
-        np.full(k, 1 / k),
-        bounds=(0, np.inf),
-        xtol=1e-15,
-        ftol=1e-15,
-        gtol=1e-15,
-    )
-    w = sol.x
-    for _ in range(3):
-        jac = gram + np.diag(w ** (-1 / alpha - 1) / alpha)
-        w = w - np.linalg.solve(jac, gram @ w - w ** (-1 / alpha))
-    assert np.all(w > 0) and fairgrad_residual(gram, w, alpha) < 1e-12
-    return w
-
-
-def fairgrad_residual(gram, w, alpha):
-    target = w ** (-1 / alpha)
-    return np.linalg.norm(gram @ w - target) / np.linalg.norm(target)
 
 
 def test_fairgrad_torchjd_value():

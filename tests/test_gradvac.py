@@ -13,7 +13,7 @@ from contract import (
     run_contract,
 )
 from helpers import J_BASE, full_rank_jacobian
-from scipy.optimize import least_squares
+from references import gradvac_np, nash_np, nash_residual
 
 import camegrad_jax as cg
 from camegrad_jax.weightings._gradvac import GradVacState, gradvac, vaccinate
@@ -38,27 +38,6 @@ def gradvac_step(gram, state, beta):
 @jax.jit
 def vaccinate_jit(gram_hat, targets, order, beta):
     return vaccinate(gram_hat, targets, order, beta)
-
-
-def gradvac_np(jac, targets, orders, beta):
-    """The paper's Algorithm 1 on explicit float64 gradients, visiting ``orders[i]``."""
-    k = jac.shape[0]
-    targets = np.array(targets, np.float64)
-    corrected = jac.copy()
-    for i in range(k):
-        for j in orders[i]:
-            g_i, g_j = corrected[i], jac[j]
-            phi = g_i @ g_j / (np.linalg.norm(g_i) * np.linalg.norm(g_j))
-            target = targets[i, j]
-            if phi < target:
-                step = (
-                    np.linalg.norm(g_i)
-                    * (target * np.sqrt(1 - phi**2) - phi * np.sqrt(1 - target**2))
-                    / (np.linalg.norm(g_j) * np.sqrt(1 - target**2))
-                )
-                corrected[i] = g_i + step * g_j
-            targets[i, j] = (1 - beta) * target + beta * phi
-    return corrected.sum(axis=0), targets
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])
@@ -189,28 +168,6 @@ def nash_step(gram, state, max_norm=0.0, every=1):
     )
 
 
-def nash_np(gram):
-    """Float64 solution of G a = 1/a: scipy least squares on a > 0, polished by Newton."""
-    k = gram.shape[0]
-    sol = least_squares(
-        lambda a: gram @ a - 1 / a,
-        np.ones(k),
-        bounds=(0, np.inf),
-        xtol=1e-15,
-        ftol=1e-15,
-        gtol=1e-15,
-    )
-    alpha = sol.x
-    for _ in range(3):  # Newton on G a - 1/a, Jacobian G + diag(1/a^2)
-        alpha = alpha - np.linalg.solve(gram + np.diag(alpha**-2), gram @ alpha - 1 / alpha)
-    assert np.all(alpha > 0) and fixed_point_residual(gram, alpha) < 1e-12
-    return alpha
-
-
-def fixed_point_residual(gram, alpha):
-    return np.linalg.norm(gram @ alpha - 1 / alpha) / np.linalg.norm(1 / alpha)
-
-
 @pytest.mark.parametrize("k", [2, 3, 8])
 def test_nash_fixed_point_and_float64_reference(k):
     rng = np.random.default_rng(10 + k)
@@ -221,7 +178,7 @@ def test_nash_fixed_point_and_float64_reference(k):
         alpha, state = nash_step(jnp.asarray(gram, jnp.float32), nash_mtl().init(k))
         alpha = np.asarray(alpha, np.float64)
         assert np.all(alpha > 0)
-        worst_residual = max(worst_residual, fixed_point_residual(gram, alpha))
+        worst_residual = max(worst_residual, nash_residual(gram, alpha))
         expected = nash_np(gram)
         worst_error = max(worst_error, np.max(np.abs(alpha - expected) / expected))
         assert float(state.residual) < 1e-4

@@ -22,6 +22,7 @@ from contract import (
     check_vmap_over_jacobians_and_states,
 )
 from helpers import J_BASE
+from references import aligned_reference, imtl_paper
 
 import camegrad_jax as cg
 from camegrad_jax.weightings._aligned_mtl import aligned_mtl, balance_transformation
@@ -79,17 +80,6 @@ def update_distance(jac: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # IMTL-G.
-
-
-def imtl_paper(jac: np.ndarray) -> np.ndarray:
-    """The paper's closed form in gradient space (float64):
-    alpha_{2:K} = g_1 U^T (D U^T)^{-1}, alpha_1 = 1 - sum(alpha_{2:K}),
-    with D = [g_1 - g_i]_{i >= 2} and U = [u_1 - u_i]_{i >= 2}, u_i = g_i / |g_i|."""
-    units = jac / np.linalg.norm(jac, axis=1, keepdims=True)
-    d = jac[:1] - jac[1:]
-    u = units[:1] - units[1:]
-    rest = jac[0] @ u.T @ np.linalg.inv(d @ u.T)
-    return np.concatenate([[1.0 - rest.sum()], rest])
 
 
 def test_imtl_torchjd_value():
@@ -168,20 +158,6 @@ def test_imtl_zero_gram_gives_zeros():
 
 # ---------------------------------------------------------------------------------------------
 # Aligned-MTL.
-
-
-def aligned_reference(jac: np.ndarray, mode: str, rank: int | None = None) -> np.ndarray:
-    """float64, from the SVD of J = U S V^T: B = s U_r S_r^{-1} U_r^T, c = B 1."""
-    u, sing, _ = np.linalg.svd(jac, full_matrices=False)
-    r = int(np.sum(sing > 1e-10 * sing[0])) if rank is None else rank
-    u, sing = u[:, :r], sing[:r]
-    if mode == "min":
-        scale = sing[-1]
-    elif mode == "median":  # torch.median: the lower of the two middle values
-        scale = np.sort(sing)[(r - 1) // 2]
-    else:
-        scale = np.sqrt(np.mean(sing**2))
-    return (scale * (u / sing) @ u.T) @ np.ones(jac.shape[0])
 
 
 def test_aligned_torchjd_value():

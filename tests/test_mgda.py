@@ -7,9 +7,7 @@ oracle enumerates the supports exactly (K ≤ 10) or polishes a cvxpy solution o
 from __future__ import annotations
 
 import functools
-import itertools
 
-import cvxpy as cp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,56 +25,12 @@ from contract import (
     check_vmap_over_jacobians_and_states,
 )
 from helpers import J_BASE
+from references import min_norm_reference
 
 import camegrad_jax as cg
 from camegrad_jax._solvers._min_norm import MgdaSolver, frank_wolfe
 from camegrad_jax.weightings import rlw
 from camegrad_jax.weightings._mgda import MgdaState, mgda
-
-# ---------------------------------------------------------------------------------------------
-# The float64 oracle: min_{w in simplex} w^T G w.
-
-
-def _face_minimiser(gram: np.ndarray, support: list[int]) -> np.ndarray | None:
-    """Minimiser on the affine hull of ``support`` (None if the KKT system is singular)."""
-    r = len(support)
-    kkt = np.zeros((r + 1, r + 1))
-    kkt[:r, :r] = gram[np.ix_(support, support)]
-    kkt[:r, r] = kkt[r, :r] = 1.0
-    if np.linalg.cond(kkt) > 1e12:
-        return None
-    rhs = np.zeros(r + 1)
-    rhs[r] = 1.0
-    w = np.zeros(gram.shape[0])
-    w[support] = np.linalg.solve(kkt, rhs)[:r]
-    return w
-
-
-def min_norm_reference(gram: np.ndarray) -> np.ndarray:
-    """Exact float64 minimiser: every support for K ≤ 10, else cvxpy polished on its support."""
-    k = gram.shape[0]
-    gram = gram / np.trace(gram)
-    best, best_f = None, np.inf
-    if k <= 10:
-        supports: list = [s for r in range(1, k + 1) for s in itertools.combinations(range(k), r)]
-    else:
-        eigvals, eigvecs = np.linalg.eigh(gram)
-        factor = np.sqrt(np.maximum(eigvals, 0.0))[:, None] * eigvecs.T
-        w = cp.Variable(k)
-        cp.Problem(cp.Minimize(cp.sum_squares(factor @ w)), [w >= 0, cp.sum(w) == 1]).solve(
-            solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
-        )
-        best = np.maximum(np.asarray(w.value), 0.0)
-        best /= best.sum()
-        best_f = best @ gram @ best
-        supports = [tuple(np.flatnonzero(best > 1e-6 * best.max()))]
-    for support in supports:
-        w = _face_minimiser(gram, list(support))
-        if w is not None and np.all(w >= -1e-12) and w @ gram @ w < best_f:
-            best, best_f = np.maximum(w, 0.0) / np.maximum(w, 0.0).sum(), w @ gram @ w
-    assert best is not None
-    return best
-
 
 # ---------------------------------------------------------------------------------------------
 # Cases: one batch of Jacobians per K, run through one compiled, vmapped weighting.

@@ -16,6 +16,7 @@ from contract import (
     run_contract,
 )
 from helpers import update_distance
+from references import cagrad_ref, pcgrad_ref
 from scipy.optimize import minimize
 
 import camegrad_jax as cg
@@ -27,21 +28,6 @@ TORCHJD_JAC = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
 
 
 # --- PCGrad ------------------------------------------------------------------------------------
-
-
-def pcgrad_ref(jac: np.ndarray, orders: np.ndarray) -> np.ndarray:
-    """Yu et al.'s Algorithm 1 on the explicit gradients in float64: Σ_i g_i^PC."""
-    total = np.zeros(jac.shape[1])
-    for i, order in enumerate(orders):
-        g = jac[i].copy()
-        for j in order:
-            if j == i:
-                continue
-            dot = g @ jac[j]
-            if dot < 0.0:
-                g -= dot / (jac[j] @ jac[j]) * jac[j]
-        total += g
-    return total
 
 
 def orders_from_key(key: jax.Array, k: int) -> tuple[jax.Array, np.ndarray]:
@@ -123,21 +109,6 @@ def test_pcgrad_torchjd_values_and_upgrad_equivalence_for_two_tasks():
 
 
 # --- CAGrad ------------------------------------------------------------------------------------
-
-
-def cagrad_ref(jac: np.ndarray, c: float, rescale: int) -> np.ndarray:
-    """The official algorithm in float64, its dual solved exactly (cvxpy + polish).
-
-    g_0 = mean gradient, φ = c²‖g_0‖², w* = argmin_{w ∈ Δ} g_wᵀg_0 + √φ‖g_w‖ (the dual of
-    reference.py with λ = 1/K and ρ = c), d = g_0 + (√φ/‖g_w*‖) g_w*, then / 1, 1 + c² or 1 + c.
-    """
-    k = jac.shape[0]
-    gram = jac @ jac.T
-    mean = np.full(k, 1.0 / k)
-    w, _ = ref.solve_dual(gram / np.trace(gram), mean, c)
-    sqrt_phi = c * np.linalg.norm(jac.T @ mean)
-    coeffs = mean + sqrt_phi / np.linalg.norm(jac.T @ w) * w
-    return coeffs / {0: 1.0, 1: 1.0 + c * c, 2: 1.0 + c}[rescale]
 
 
 def cagrad_official_slsqp(jac: np.ndarray, c: float) -> np.ndarray:
