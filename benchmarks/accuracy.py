@@ -3,8 +3,9 @@
 For every weighting, sampled Jacobians (K in {2, 3, 5, 8, 16}; full-rank, conflicting and, where
 the method is defined there, rank-deficient) go through the jitted weighting on the float32 Gram
 matrix, and the update d = Jᵀc is compared with the one from the float64 references of the test
-suite (``tests/``: cvxpy/Clarabel QPs, scipy least squares polished by Newton, explicit-gradient
-PCGrad/GradVac loops, SVD and pseudo-inverse closed forms), which share no code with the library.
+suite (``tests/references.py``: cvxpy/Clarabel QPs, scipy least squares polished by Newton,
+explicit-gradient PCGrad/GradVac loops, SVD and pseudo-inverse closed forms), which share no code
+with the library.
 
 The error is ``‖d − d_ref‖ / ‖d_ref‖`` (with a floor of 1e-3 Σ|c_i|‖g_i‖ in the denominator, so
 that complete cancellation does not divide by round-off), and also ``‖d − d_ref‖ / Σ|c_i|‖g_i‖``,
@@ -31,12 +32,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reference as ref
 from helpers import full_rank_jacobian
-from test_weightings_config_fairgrad import config_np, fairgrad_np
-from test_weightings_gradvac_nash import gradvac_np, nash_np
-from test_weightings_imtl_aligned import aligned_reference, imtl_paper
-from test_weightings_mgda import min_norm_reference
-from test_weightings_pcgrad_cagrad import cagrad_ref, pcgrad_ref
-from test_weightings_projection import project_ref, upgrad_ref
+from references import (
+    aligned_reference,
+    cagrad_ref,
+    config_np,
+    fairgrad_np,
+    gradvac_np,
+    imtl_paper,
+    min_norm_reference,
+    nash_np,
+    pcgrad_ref,
+    project_ref,
+    upgrad_ref,
+)
 
 import camegrad_jax as cg
 

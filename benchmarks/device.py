@@ -41,7 +41,7 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reference as ref
-from test_simplex import _problem, _scale, at_kink
+from stage1_cases import at_kink, normalised_problem, objective_scale
 
 import camegrad_jax as cg
 from benchmarks import _timing as timing
@@ -89,13 +89,13 @@ def stage1(ks: Sequence[int], budget: float) -> list[dict[str, Any]]:
         gaps = {name: {"smooth": 0.0, "kink": 0.0} for name in solvers}
         for jac, weights in _stage1_cases(k):
             for rho in (0.5, 2.0):
-                gram_hat, weights = _problem(jac, weights)
+                gram_hat, weights = normalised_problem(jac, weights)
                 w_ref, best = ref.solve_dual(gram_hat, weights, rho)
                 kind = "kink" if at_kink(gram_hat, w_ref) else "smooth"
                 args = (jnp.asarray(gram_hat, jnp.float32), jnp.asarray(weights, jnp.float32))
                 for name, solver in solvers.items():
                     w = np.asarray(_dual(solver)(*args, jnp.float32(rho)), np.float64)
-                    gap = (ref.dual_objective(gram_hat, weights, rho, w) - best) / _scale(
+                    gap = (ref.dual_objective(gram_hat, weights, rho, w) - best) / objective_scale(
                         gram_hat, weights, rho
                     )
                     gaps[name][kind] = max(gaps[name][kind], gap)

@@ -5,7 +5,7 @@ Above ``DualSolver.enumerate_up_to`` (K > 8) the stage-1 dual is solved by
 rounds. Here that iterative path is forced for every K (``enumerate_up_to=2``; the exact
 enumeration is compared with it by ``python -m benchmarks.device``). For each iteration count,
 the float32 solver runs on
-the test suite's stage-1 cases (``tests/test_simplex.py``: K in {2, 3, 5, 16, 64}, every rank,
+the test suite's stage-1 cases (``tests/stage1_cases.py``: K in {2, 3, 5, 16, 64}, every rank,
 conflicting, Pareto-stationary and weighted Jacobians, ρ in {0.5, 2}); its dual objective is
 compared with the float64 oracle (``tests/reference.py``, Clarabel, polished) as a relative gap.
 Cases are split by where the optimum lies: at the dual's kink (g_w* = 0, which float32 resolves
@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reference as ref
-from test_simplex import CASES, RHOS, _problem, _scale, at_kink
+from stage1_cases import CASES, RHOS, at_kink, normalised_problem, objective_scale
 
 import camegrad_jax as cg
 from benchmarks import _timing as timing
@@ -67,10 +67,10 @@ def worst_gaps(iters: tuple[int, ...], cases: list[Any]) -> dict[int, dict[str, 
     worst = {n: {"smooth": 0.0, "kink": 0.0} for n in iters}
     for _, jac, weights in cases:
         for rho in RHOS:
-            gram_hat, weights = _problem(jac, weights)
+            gram_hat, weights = normalised_problem(jac, weights)
             w_ref, best = ref.solve_dual(gram_hat, weights, rho)
             kind = "kink" if at_kink(gram_hat, w_ref) else "smooth"
-            scale = _scale(gram_hat, weights, rho)
+            scale = objective_scale(gram_hat, weights, rho)
             args = (jnp.asarray(gram_hat, jnp.float32), jnp.asarray(weights, jnp.float32))
             for n, solve in solvers.items():
                 w = np.asarray(solve(*args, jnp.float32(rho)), np.float64)

@@ -10,6 +10,7 @@ injected vs plain) and from the combination identity d = Jᵀc.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 NUM_STEPS = 3
 # Updates of solvers with a flat optimum (K > 2) agree to ~sqrt(eps32) between two numerically
@@ -210,6 +212,45 @@ def check_finite_on_hard_jacobians(subject: Subject) -> None:
         for leaf in jax.tree.leaves(update):
             assert np.all(np.isfinite(np.asarray(leaf))), name
         assert int(optax.tree.get(state, "skipped_steps")) == 0, name
+
+
+def check_numerics(subject: Subject) -> None:
+    """The checks every subject of a family runs, on its update compiled once: d = Jᵀc, a stable
+    state, vmap over Jacobians and states, float32, finite updates on hard Jacobians."""
+    check_update_is_combination(subject)
+    check_state_stable(subject)
+    check_vmap_over_jacobians_and_states(subject)
+    check_dtypes(subject, jnp.float32)
+    check_finite_on_hard_jacobians(subject)
+
+
+def check_structure(subject: Subject, *, eager: bool) -> None:
+    """The checks that cost compilations of their own: bf16, one compilation for many steps and
+    (``eager``, for closed forms) op-by-op execution."""
+    check_dtypes(subject, jnp.bfloat16)
+    check_compiles_once(subject)
+    if eager:
+        check_jit_matches_eager(subject)
+
+
+def contract_cases(
+    subjects: list[Subject], structure_subjects: list[Subject], *, eager: bool
+) -> list[Any]:
+    """The contract of weightings with no numeric hyperparameter, as ``(subject, check)`` cases
+    for one ``test_contract(subject, check)`` that runs ``check(subject)``.
+
+    Every subject gets :func:`check_numerics`. ``structure_subjects``, one per weighting where the
+    others differ only in a static branch or in the solver's path, also get
+    :func:`check_structure` (with ``eager``) and ``inject_hyperparams`` with nothing to inject,
+    which must be the plain transformation. Ids: ``<name>-numerics``, ``-structure``, ``-inject``.
+    """
+    structure = functools.partial(check_structure, eager=eager)
+    inject_nothing = functools.partial(check_inject_hyperparams, changed={})
+    return [
+        *(pytest.param(s, check_numerics, id=f"{s.name}-numerics") for s in subjects),
+        *(pytest.param(s, structure, id=f"{s.name}-structure") for s in structure_subjects),
+        *(pytest.param(s, inject_nothing, id=f"{s.name}-inject") for s in structure_subjects),
+    ]
 
 
 def run_contract(

@@ -6,6 +6,7 @@ Jitted functions live here, at module level, so every test reuses one compilatio
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -95,3 +96,32 @@ def full_rank_jacobian(rng: np.random.Generator, k: int) -> np.ndarray:
     if k >= 2:
         jac[-1] -= 0.8 * jac[0] * np.linalg.norm(jac[-1]) / np.linalg.norm(jac[0])
     return jac
+
+
+def gram32(jac: np.ndarray) -> jax.Array:
+    """The Gram matrix of ``jac`` as the library computes it in float32 (``cg.gramian``)."""
+    return cg.gramian(jnp.asarray(jac, jnp.float32))
+
+
+def full_rank_cases(seed: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Full-rank Jacobians, three for each K in (2, 3, 5), and their ids ``K<k>-<0|1|2>``: a random
+    one, the same with its last task made to conflict with the first, and with rescaled rows."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for k in (2, 3, 5):
+        jac = rng.standard_normal((k, 2 * k + 1))
+        cases.append(jac)
+        conflicting = jac.copy()
+        conflicting[-1] -= 1.5 * conflicting[0]
+        cases.append(conflicting)
+        cases.append(jac * rng.uniform(0.2, 5.0, (k, 1)))
+    return cases, [f"K{jac.shape[0]}-{i % 3}" for i, jac in enumerate(cases)]
+
+
+def weigh_in_float64(weighting: Any, jac: np.ndarray) -> np.ndarray:
+    """A stateless weighting's coefficients on J's Gram matrix under x64: computed, and kept,
+    in float64."""
+    with jax.enable_x64(True):
+        coeffs = weighting.weigh(jnp.asarray(jac @ jac.T, jnp.float64), None)[0]
+        assert coeffs.dtype == jnp.float64
+        return np.asarray(coeffs)

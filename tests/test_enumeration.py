@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 import reference as ref
 from helpers import came_np, update_distance
-from test_simplex import KINK_TOL, _gap, _problem, _scale, assert_no_worse_than_grid, at_kink
+from stage1_cases import (
+    KINK_TOL,
+    assert_no_worse_than_grid,
+    at_kink,
+    normalised_problem,
+    objective_scale,
+    stage1_gap,
+)
 
 import camegrad_jax as cg
 from camegrad_jax._numerics import psd_sqrt
@@ -49,7 +56,7 @@ K8 = list(_k8_cases())
 @pytest.mark.parametrize(("name", "jac", "weights"), K8, ids=[c[0] for c in K8])
 def test_stage1_exact_at_k8(name, jac, weights, rho):
     """The largest enumerated K: within 1e-5 of the oracle away from the kink, 3e-5 at it."""
-    gap, kink = _gap(*_problem(jac, weights), rho)
+    gap, kink = stage1_gap(*normalised_problem(jac, weights), rho)
     assert gap <= (KINK_TOL if kink else 1e-5), (name, gap, kink)
 
 
@@ -60,7 +67,7 @@ def test_stage1_k3_beats_a_fine_grid():
         jac = ref.sample_jacobian(rng, 3, 6, rng.integers(1, 4))
         jac[2] *= -rng.uniform(0.2, 2.0)
         weights = rng.uniform(0.2, 3.0, 3)
-        assert_no_worse_than_grid(*_problem(jac, weights), 600)
+        assert_no_worse_than_grid(*normalised_problem(jac, weights), 600)
 
 
 def test_support_masks_enumerate_every_non_empty_subset():
@@ -126,7 +133,7 @@ def test_nonneg_qp_matches_the_float64_projection():
     the update Jᵀ(λ + x) of the oracle's, and the KKT residual at round-off."""
     rng = np.random.default_rng(9)
     for jac in (ref.sample_jacobian(rng, 8, 20, 3), ref.pareto_stationary_jacobian(rng, 8, 20)):
-        gram_hat, lam = _problem(jac, rng.uniform(0.5, 2.0, 8))
+        gram_hat, lam = normalised_problem(jac, rng.uniform(0.5, 2.0, 8))
         gram32 = jnp.asarray(gram_hat, jnp.float32)
         x, residual = jax.jit(nonneg_qp)(gram32, psd_sqrt(gram32), jnones(lam))
         ours = lam + np.asarray(x, np.float64)
@@ -146,7 +153,7 @@ def test_min_norm_matches_clarabel_at_k8():
 
     rng = np.random.default_rng(10)
     for jac in (ref.sample_jacobian(rng, 8, 20, 3), ref.conflicting_jacobian(rng, 8, 20)):
-        gram_hat, _ = _problem(jac, np.ones(8))
+        gram_hat, _ = normalised_problem(jac, np.ones(8))
         gram32 = jnp.asarray(gram_hat, jnp.float32)
         w, _ = jax.jit(min_norm)(gram32, psd_sqrt(gram32))
         w = np.asarray(w, np.float64)
@@ -178,7 +185,7 @@ def test_enumeration_and_iterations_agree_below_k0():
     """The iterative solver (enumeration switched off) reaches the same optimum at K = 5."""
     rng = np.random.default_rng(13)
     jac = ref.conflicting_jacobian(rng, 5, 14)
-    gram_hat, lam = _problem(jac, np.ones(5))
+    gram_hat, lam = normalised_problem(jac, np.ones(5))
     gram32 = jnp.asarray(gram_hat, jnp.float32)
 
     @functools.partial(jax.jit, static_argnames="solver")
@@ -193,5 +200,5 @@ def test_enumeration_and_iterations_agree_below_k0():
     exact = np.asarray(solve(gram32, DualSolver()), np.float64)
     iterative = np.asarray(solve(gram32, DualSolver(enumerate_up_to=2)), np.float64)
     values = [ref.dual_objective(gram_hat, lam, 0.5, w) for w in (exact, iterative)]
-    assert values[0] <= values[1] + 1e-6 * _scale(gram_hat, lam, 0.5)
+    assert values[0] <= values[1] + 1e-6 * objective_scale(gram_hat, lam, 0.5)
     assert not at_kink(gram_hat, exact)

@@ -1,82 +1,26 @@
-"""MGDA and Random Loss Weighting: a float64 min-norm oracle, the papers' properties, the contract.
+"""MGDA: a float64 min-norm oracle, the paper's properties, the contract.
 
-Every MGDA case of one K runs in one vmapped, jitted call (one compilation per K); the float64
-oracle enumerates the supports exactly (K ≤ 10) or polishes a cvxpy solution on its support.
+Every case of one K runs in one vmapped, jitted call (one compilation per K); the float64 oracle
+(``references.min_norm_reference``) enumerates the supports exactly (K ≤ 10) or polishes a cvxpy
+solution on its support.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 
-import cvxpy as cp
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from contract import (
-    Subject,
-    check_compiles_once,
-    check_dtypes,
-    check_finite_on_hard_jacobians,
-    check_inject_hyperparams,
-    check_jit_matches_eager,
-    check_state_stable,
-    check_update_is_combination,
-    check_vmap_over_jacobians_and_states,
-)
+from contract import Subject, contract_cases
 from helpers import J_BASE
+from references import min_norm_reference
 
 import camegrad_jax as cg
 from camegrad_jax._solvers._min_norm import MgdaSolver, frank_wolfe
-from camegrad_jax.weightings import rlw
 from camegrad_jax.weightings._mgda import MgdaState, mgda
-
-# ---------------------------------------------------------------------------------------------
-# The float64 oracle: min_{w in simplex} w^T G w.
-
-
-def _face_minimiser(gram: np.ndarray, support: list[int]) -> np.ndarray | None:
-    """Minimiser on the affine hull of ``support`` (None if the KKT system is singular)."""
-    r = len(support)
-    kkt = np.zeros((r + 1, r + 1))
-    kkt[:r, :r] = gram[np.ix_(support, support)]
-    kkt[:r, r] = kkt[r, :r] = 1.0
-    if np.linalg.cond(kkt) > 1e12:
-        return None
-    rhs = np.zeros(r + 1)
-    rhs[r] = 1.0
-    w = np.zeros(gram.shape[0])
-    w[support] = np.linalg.solve(kkt, rhs)[:r]
-    return w
-
-
-def min_norm_reference(gram: np.ndarray) -> np.ndarray:
-    """Exact float64 minimiser: every support for K ≤ 10, else cvxpy polished on its support."""
-    k = gram.shape[0]
-    gram = gram / np.trace(gram)
-    best, best_f = None, np.inf
-    if k <= 10:
-        supports: list = [s for r in range(1, k + 1) for s in itertools.combinations(range(k), r)]
-    else:
-        eigvals, eigvecs = np.linalg.eigh(gram)
-        factor = np.sqrt(np.maximum(eigvals, 0.0))[:, None] * eigvecs.T
-        w = cp.Variable(k)
-        cp.Problem(cp.Minimize(cp.sum_squares(factor @ w)), [w >= 0, cp.sum(w) == 1]).solve(
-            solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
-        )
-        best = np.maximum(np.asarray(w.value), 0.0)
-        best /= best.sum()
-        best_f = best @ gram @ best
-        supports = [tuple(np.flatnonzero(best > 1e-6 * best.max()))]
-    for support in supports:
-        w = _face_minimiser(gram, list(support))
-        if w is not None and np.all(w >= -1e-12) and w @ gram @ w < best_f:
-            best, best_f = np.maximum(w, 0.0) / np.maximum(w, 0.0).sum(), w @ gram @ w
-    assert best is not None
-    return best
-
 
 # ---------------------------------------------------------------------------------------------
 # Cases: one batch of Jacobians per K, run through one compiled, vmapped weighting.
@@ -280,91 +224,19 @@ def test_weights_readable_with_optax_tree_get():
 
 
 # ---------------------------------------------------------------------------------------------
-# Random Loss Weighting.
-
-
-@functools.partial(jax.jit, static_argnames=("num_tasks", "num_steps", "seed"))
-def _random_steps(num_tasks: int, num_steps: int, seed: int = 0):
-    weighting = rlw(seed)
-
-    def step(state, _):
-        coeffs, state = weighting.weigh(jnp.eye(num_tasks), state)
-        return state, coeffs
-
-    return jax.lax.scan(step, weighting.init(num_tasks), None, length=num_steps)[1]
-
-
-def test_random_weights_on_the_simplex_and_changing():
-    coeffs = np.asarray(_random_steps(4, 4000), np.float64)
-    assert coeffs.shape == (4000, 4)
-    assert np.all(coeffs > 0.0)
-    np.testing.assert_allclose(coeffs.sum(axis=1), 1.0, atol=1e-6)
-    assert np.all(np.abs(np.diff(coeffs, axis=0)).max(axis=1) > 1e-4)  # every step differs
-
-
-def test_random_distribution():
-    """E[c_k] = 1/K, and log(c_i / c_j) = z_i - z_j ~ N(0, 2) (softmax of a standard normal)."""
-    coeffs = np.asarray(_random_steps(4, 4000), np.float64)
-    np.testing.assert_allclose(coeffs.mean(axis=0), 0.25, atol=0.01)
-    log_ratio = np.log(coeffs[:, 0] / coeffs[:, 1])
-    assert abs(log_ratio.mean()) < 0.1
-    assert abs(log_ratio.var() - 2.0) < 0.2
-    # z - mean(z) is recovered exactly from the log-coefficients: its per-step variance is 1.
-    centred = np.log(coeffs) - np.log(coeffs).mean(axis=1, keepdims=True)
-    assert abs(centred.var(axis=1, ddof=1).mean() - 1.0) < 0.05
-
-
-def test_random_reproducible_by_seed():
-    a = np.asarray(_random_steps(3, 5, seed=0))
-    np.testing.assert_array_equal(a, np.asarray(_random_steps(3, 5, seed=0)))
-    assert not np.allclose(a, np.asarray(_random_steps(3, 5, seed=1)))
-
-
-def test_random_ignores_the_gram():
-    weighting = rlw(3)
-    state = weighting.init(3)
-    c1, s1 = weighting.weigh(jnp.eye(3), state)
-    c2, s2 = weighting.weigh(jnp.ones((3, 3)) * 7.0, state)
-    np.testing.assert_array_equal(np.asarray(c1), np.asarray(c2))
-    np.testing.assert_array_equal(np.asarray(s1.key), np.asarray(s2.key))
-    assert s1.key.dtype == jnp.uint32
-
-
-# ---------------------------------------------------------------------------------------------
 # The contract suite.
 
 mgda_tx = cg.transformation(mgda)
-random_tx = cg.rlw
 
 SUBJECTS = [
     Subject("mgda-K2", mgda_tx, {}, {"num_tasks": 2}, 2),
     Subject("mgda-K3", mgda_tx, {}, {"num_tasks": 3, "solver": MgdaSolver(100, 6)}, 3),
-    Subject("random-K3", random_tx, {}, {"num_tasks": 3, "seed": 0}, 3),
 ]
-IDS = [s.name for s in SUBJECTS]
 # The K = 3 subject exercises the iterative solver; its compilations are the expensive ones, so
-# the checks that do not depend on the solver path run on the closed-form subjects only.
+# the checks that do not depend on the solver path run on the closed-form subject only.
 CLOSED_FORM = [s for s in SUBJECTS if s.name != "mgda-K3"]
-CLOSED_IDS = [s.name for s in CLOSED_FORM]
 
 
-@pytest.mark.parametrize("subject", SUBJECTS, ids=IDS)
-def test_contract(subject):
-    check_update_is_combination(subject)
-    check_state_stable(subject)
-    check_vmap_over_jacobians_and_states(subject)
-    check_dtypes(subject, jnp.float32)
-    check_finite_on_hard_jacobians(subject)
-
-
-@pytest.mark.parametrize("subject", CLOSED_FORM, ids=CLOSED_IDS)
-def test_bf16_compiles_once_and_jit_matches_eager(subject):
-    check_dtypes(subject, jnp.bfloat16)
-    check_compiles_once(subject)
-    check_jit_matches_eager(subject)
-
-
-@pytest.mark.parametrize("subject", CLOSED_FORM, ids=CLOSED_IDS)
-def test_inject_hyperparams(subject):
-    """No numeric hyperparameters: the injected transformation (static args) is the plain one."""
-    check_inject_hyperparams(subject, {})
+@pytest.mark.parametrize(("subject", "check"), contract_cases(SUBJECTS, CLOSED_FORM, eager=True))
+def test_contract(subject, check):
+    check(subject)

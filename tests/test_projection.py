@@ -7,7 +7,6 @@ Published values are TorchJD's on J = [[-4, 1, 1], [6, 1, 1]].
 
 from __future__ import annotations
 
-import cvxpy as cp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +16,7 @@ from contract import (
     Subject,
     run_contract,
 )
+from references import gram_factor, project_ref, upgrad_ref
 
 import camegrad_jax as cg
 from camegrad_jax._solvers._nonneg_qp import kkt_residual, project_to_dual_cone, solve_nonneg_qp
@@ -27,31 +27,6 @@ from camegrad_jax.weightings._projection import dualproj, upgrad
 pytestmark = pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 
 TORCHJD_JAC = np.array([[-4.0, 1.0, 1.0], [6.0, 1.0, 1.0]])
-
-
-# --- float64 references ---------------------------------------------------------------------
-
-
-def _factor(gram: np.ndarray) -> np.ndarray:
-    eigvals, eigvecs = np.linalg.eigh(gram)
-    return np.sqrt(np.clip(eigvals, 0.0, None))[:, None] * eigvecs.T
-
-
-def project_ref(gram: np.ndarray, anchor: np.ndarray) -> np.ndarray:
-    """argmin_{v ≥ u} vᵀGv in float64 (the weights of the projection of Jᵀu on the dual cone)."""
-    factor = _factor(np.asarray(gram, np.float64))
-    v = cp.Variable(len(anchor))
-    problem = cp.Problem(cp.Minimize(cp.sum_squares(factor @ v)), [v >= anchor])
-    problem.solve(
-        solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=500
-    )
-    assert problem.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
-    return np.maximum(np.asarray(v.value), anchor)
-
-
-def upgrad_ref(gram: np.ndarray, prefs: np.ndarray) -> np.ndarray:
-    k = len(prefs)
-    return sum(prefs[i] * project_ref(gram, np.eye(k)[i]) for i in range(k))
 
 
 # --- jitted entry points (one compilation per shape) -----------------------------------------
@@ -117,7 +92,7 @@ def _qp_errors(gram: np.ndarray, anchor: np.ndarray, ours: np.ndarray) -> dict[s
     reach Σ|v_j|‖g_j‖. ``conflict``: the worst −(Gv)_i / (‖g_i‖ · reach).
     """
     best = project_ref(gram, anchor)
-    factor = _factor(gram)
+    factor = gram_factor(gram)
     f_ours, f_best = np.sum((factor @ ours) ** 2), np.sum((factor @ best) ** 2)
     terms = np.abs(ours) @ np.abs(gram) @ np.abs(ours)
     norms = np.sqrt(np.diag(gram))

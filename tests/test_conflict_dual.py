@@ -9,84 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
-from helpers import dual_jit
+from stage1_cases import (
+    CASES,
+    KINK_TOL,
+    RHOS,
+    assert_no_worse_than_grid,
+    normalised_problem,
+    objective_scale,
+    stage1_gap,
+)
 
 from camegrad_jax._numerics import psd_sqrt
 from camegrad_jax._solvers._conflict_dual import DualSolver, project_simplex, solve_conflict_dual
-
-RHOS = (0.5, 2.0)
-
-
-def _problem(jac: np.ndarray, weights: np.ndarray, dtype=np.float32):
-    """The normalised Gram matrix as the solver sees it (rounded to ``dtype``), in float64."""
-    gram = jac @ jac.T
-    return np.asarray((gram / np.trace(gram)).astype(dtype), np.float64), weights
-
-
-def _scale(gram_hat: np.ndarray, weights: np.ndarray, rho: float) -> float:
-    """An upper bound on |objective| over the simplex, the unit of the relative tolerance."""
-    radius = rho * np.sqrt(max(weights @ gram_hat @ weights, 0.0))
-    return np.abs(gram_hat @ weights).max() + radius * np.sqrt(np.linalg.eigvalsh(gram_hat).max())
-
-
-def _gap(gram_hat, weights, rho, dtype=jnp.float32):
-    """Relative suboptimality of our w* (objective evaluated in float64) against the oracle,
-    and whether the oracle's optimum is at the kink."""
-    k = len(weights)
-    w = dual_jit(
-        jnp.asarray(gram_hat, dtype),
-        jnp.asarray(weights, dtype),
-        jnp.asarray(rho, dtype),
-        jnp.full((k,), 1.0 / k, dtype),
-    )
-    w = np.asarray(w, np.float64)
-    assert np.all(w >= 0) and abs(w.sum() - 1) < 1e-5
-    w_ref, best = ref.solve_dual(gram_hat, weights, rho)
-    ours = ref.dual_objective(gram_hat, weights, rho, w)
-    return (ours - best) / _scale(gram_hat, weights, rho), at_kink(gram_hat, w_ref)
-
-
-def assert_no_worse_than_grid(gram_hat: np.ndarray, weights: np.ndarray, points: int) -> None:
-    """The float32 solve (rho = 0.5) is within round-off of the best of a grid of the simplex
-    (``ref.grid_dual`` with ``points``): brute force, independent of any solver."""
-    k = len(weights)
-    w = dual_jit(
-        jnp.asarray(gram_hat, jnp.float32),
-        jnp.asarray(weights, jnp.float32),
-        jnp.float32(0.5),
-        jnp.full((k,), 1.0 / k),
-    )
-    ours = ref.dual_objective(gram_hat, weights, 0.5, np.asarray(w, np.float64))
-    _, grid_value = ref.grid_dual(gram_hat, weights, 0.5, points)
-    assert ours <= grid_value + 1e-6 * _scale(gram_hat, weights, 0.5)
-
-
-def at_kink(gram_hat: np.ndarray, w_ref: np.ndarray) -> bool:
-    """Whether the oracle's optimum is the dual's kink, g_w* = 0 (to float32's resolution)."""
-    return bool(w_ref @ gram_hat @ w_ref <= np.sqrt(np.finfo(np.float32).eps) * np.trace(gram_hat))
-
-
-def _cases(seed: int):
-    rng = np.random.default_rng(seed)
-    for k in (2, 3, 5, 16, 64):
-        dim = 2 * k + 4
-        for rank in sorted({1, 2, max(1, k // 2), k}):
-            if rank <= k:
-                yield f"K{k}-rank{rank}", ref.sample_jacobian(rng, k, dim, rank), np.ones(k)
-        yield f"K{k}-conflict", ref.conflicting_jacobian(rng, k, dim), rng.uniform(0, 4, k)
-        yield f"K{k}-pareto", ref.pareto_stationary_jacobian(rng, k, dim), np.ones(k)
-        weights = rng.uniform(0.0, 4.0, k)
-        yield f"K{k}-weighted", ref.sample_jacobian(rng, k, dim, min(k, 2)), weights
-
-
-CASES = list(_cases(0))
-
-
-# Where the optimum is the kink g_w* = 0 (0 in the tasks' hull and ρ large enough), the objective
-# there is r‖Lw‖ with L from a float32-rounded Gram matrix whose null space float32 knows only to
-# ~eps·tr G, so ~sqrt(eps32) ≈ 3.5e-4 relative at worst (test_stage1_at_the_kink_...). On these
-# cases the gaps measured are up to 1.02e-5 (K = 64, rank 1, AVX-512 CPU); the bound is 3× that.
-KINK_TOL = 3e-5
 
 
 @pytest.mark.parametrize("rho", RHOS)
@@ -94,7 +28,7 @@ KINK_TOL = 3e-5
 def test_stage1_optimal_in_float32(name, jac, weights, rho):
     """Spec §4: the dual objective at w* is within 1e-5 (relative) of the oracle's optimum,
     except at the kink, where float32 cannot resolve it (KINK_TOL)."""
-    gap, kink = _gap(*_problem(jac, weights), rho)
+    gap, kink = stage1_gap(*normalised_problem(jac, weights), rho)
     assert gap <= (KINK_TOL if kink else 1e-5)
 
 
@@ -112,12 +46,12 @@ def test_stage1_at_the_kink_float32_floor_and_float64():
     jacs = [ref.pareto_stationary_jacobian(rng, k, 2 * k + 4, on_face=True) for k in (3, 5, 16)]
     for jac in jacs:
         k = jac.shape[0]
-        gram_hat, weights = _problem(jac, np.ones(k))
-        assert _gap(gram_hat, weights, 0.5)[0] <= 3 * np.sqrt(np.finfo(np.float32).eps)
+        gram_hat, weights = normalised_problem(jac, np.ones(k))
+        assert stage1_gap(gram_hat, weights, 0.5)[0] <= 3 * np.sqrt(np.finfo(np.float32).eps)
     with jax.enable_x64(True):
         for jac in jacs:
-            gram_hat, weights = _problem(jac, np.ones(jac.shape[0]), np.float64)
-            assert _gap(gram_hat, weights, 0.5, jnp.float64)[0] <= 1e-5
+            gram_hat, weights = normalised_problem(jac, np.ones(jac.shape[0]), np.float64)
+            assert stage1_gap(gram_hat, weights, 0.5, jnp.float64)[0] <= 1e-5
 
 
 def test_pair_solver_matches_grid_search():
@@ -127,7 +61,7 @@ def test_pair_solver_matches_grid_search():
         jac = ref.sample_jacobian(rng, 2, 5, rng.integers(1, 3))
         jac[1] *= -rng.uniform(0.1, 3.0)
         weights = rng.uniform(0.1, 4.0, 2)
-        assert_no_worse_than_grid(*_problem(jac, weights), 20000)
+        assert_no_worse_than_grid(*normalised_problem(jac, weights), 20000)
 
 
 @functools.partial(jax.jit, static_argnames="solver")
@@ -147,7 +81,7 @@ def test_warm_start_tracks_a_drifting_problem_with_few_iterations():
     w = np.full(k, 1.0 / k)
     for _ in range(5):
         jac = jac + 0.02 * rng.standard_normal(jac.shape) * np.linalg.norm(jac, axis=1)[:, None]
-        gram_hat, _ = _problem(jac, weights)
+        gram_hat, _ = normalised_problem(jac, weights)
         w = np.asarray(
             _warm_solve(
                 jnp.asarray(gram_hat, jnp.float32),
@@ -160,7 +94,7 @@ def test_warm_start_tracks_a_drifting_problem_with_few_iterations():
         )
         _, best = ref.solve_dual(gram_hat, weights, 0.5)
         gap = ref.dual_objective(gram_hat, weights, 0.5, w) - best
-        assert gap <= 1e-5 * _scale(gram_hat, weights, 0.5)
+        assert gap <= 1e-5 * objective_scale(gram_hat, weights, 0.5)
 
 
 def test_project_simplex_satisfies_kkt():
