@@ -22,6 +22,33 @@ from camegrad_jax._weighting import Weighting
 Array = jax.Array
 
 
+def _direction_is_finite(direction: Any, grams: Grams, coeffs: Array, *, from_gram: bool) -> Array:
+    r"""Whether $d = J^\top c$ is finite, given that $J$ and $c$ are.
+
+    With the Gram matrices at hand this usually needs no pass over $d$: every entry of $d$, and
+    every partial sum of $J^\top c$, is at most $B = \sum_k |c_k|\,\|g_k\|$ in magnitude, so
+    $d$ is finite in float32 or wider when $B$ is below float32's largest number. Only where it
+    is not (a Jacobian near float32's end) are the entries checked, in a branch; leaves of a
+    narrower range (float16) always are, and every leaf is when there is no Gram matrix
+    (``from_gram=False``). The entry check costs a reduction per leaf before the update can be
+    written, which the bound keeps off the hot path of every step.
+    """
+    leaves = jax.tree_util.tree_leaves(direction)
+    if not from_gram:
+        return all_finite(leaves)
+    largest = jnp.finfo(jnp.float32).max
+    norms = grams.scales[:, None] * jnp.sqrt(
+        jnp.maximum(jnp.diagonal(grams.matrices, axis1=-2, axis2=-1), 0.0)
+    )
+    bound = jnp.max(jnp.sum(jnp.abs(coeffs) * norms, axis=-1))
+    narrow = [leaf for leaf in leaves if jnp.finfo(leaf.dtype).max < largest]
+    wide = [leaf for leaf in leaves if jnp.finfo(leaf.dtype).max >= largest]
+    finite = all_finite(narrow) if narrow else jnp.array(True)
+    if wide:
+        finite = finite & jax.lax.cond(bound < largest, lambda _: jnp.array(True), all_finite, wide)
+    return finite
+
+
 class AggregateState(NamedTuple):
     """State of [`aggregate`][camegrad_jax.aggregate] (fields readable with ``optax.tree.get``).
 
@@ -212,7 +239,9 @@ def aggregate(
             finite = finite & all_finite(extra_args["losses"])
         group_coeffs = jnp.where(finite, group_coeffs, 0.0).astype(gram_dtype(jac.rows))
         direction = jac.combine(group_coeffs, groups)
-        finite = finite & all_finite(direction)
+        finite = finite & _direction_is_finite(
+            direction, grams, group_coeffs, from_gram=weighting.uses_gram and jac.is_parameter_tree
+        )
         direction = jax.tree_util.tree_map(
             lambda d: jnp.where(finite, d, jnp.zeros_like(d)), direction
         )

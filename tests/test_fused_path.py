@@ -33,6 +33,7 @@ JAC = {
 }
 PARAMS = jax.tree.map(lambda leaf: leaf[0], JAC)
 LEAF_SIZE = min(leaf.size for leaf in jax.tree.leaves(JAC))
+PARAM_SIZE = min(leaf.size for leaf in jax.tree.leaves(PARAMS))  # a leaf of d = Jᵀc
 MOVES = {"transpose", "concatenate", "copy", "copy_p", "pad", "gather", "rev", "sort"}
 HLO_MOVES = {"copy", "transpose", "concatenate", "reshape", "pad", "gather", "reverse", "sort"}
 HLO_INSTRUCTION = re.compile(r"= \w+\[([\d,]*)\]\{[^}]*\} ([\w-]+)\(")
@@ -96,6 +97,28 @@ def test_update_moves_no_leaf_and_calls_no_host(name):
     leaf_dots = [e for e in top_level_dots if any(size(v) >= LEAF_SIZE for v in e.invars)]
     per_leaf = 2 if tx_uses_gram(name) else 1
     assert len(leaf_dots) == per_leaf * len(jax.tree.leaves(JAC))
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_entries_are_checked_for_nan_only_in_branches(name):
+    """With a Gram matrix, a finite Gram matrix certifies J and a bound from it certifies
+    d = Jᵀc, so no leaf-sized NaN/Inf check runs on every step: they sit in branches (the
+    rescaled Gram matrix, a d near float32's end). Without one (mean, RLW) d's entries are
+    checked at the top level, once per leaf."""
+    tx = TRANSFORMS[name]()
+    closed = jax.make_jaxpr(tx.update)(JAC, tx.init(PARAMS), PARAMS)
+    top_level = [
+        e
+        for e in closed.jaxpr.eqns
+        if e.primitive.name == "is_finite" and size(e.invars[0]) >= PARAM_SIZE
+    ]
+    assert len(top_level) == (0 if tx_uses_gram(name) else len(jax.tree.leaves(JAC)))
+    in_branches = [
+        e
+        for e in all_eqns(closed.jaxpr)
+        if e.primitive.name == "is_finite" and size(e.invars[0]) >= PARAM_SIZE
+    ]
+    assert len(in_branches) >= len(top_level)
 
 
 def tx_uses_gram(name: str) -> bool:
