@@ -5,8 +5,9 @@ Two sweeps of the jitted ``tx.update(jac, state)`` on the synthetic Jacobian of
 sum over tasks (``tensordot(ones(K), leaf)``), its two passes over the Jacobian taken apart
 (``gram``: ``cg.gramian``; ``combine``: ``cg.combine`` with fixed coefficients), the K×K solve
 alone (``weigh``: the jitted ``weightings.came().weigh`` on the Gram matrix), the same update
-with the mean as its weighting (``mean``: the Gram and combine passes with an empty solve) and,
-by default, MGDA and UPGrad for comparison:
+with a weighting that reads the Gram matrix and solves nothing (``no_solve``: every pass of
+CAME-Grad's update, the overflow-safe Gram included, but the K×K solve) and, by default, MGDA
+and UPGrad for comparison:
 
 * against K at P = 1e6, K in {2, 4, 8, 16, 32};
 * against P at K = 4, P from 1e4 to 1e7.
@@ -15,8 +16,8 @@ The slope of ``log t`` against ``log P`` is fitted by least squares on the point
 P ≥ 1e5, where the passes over the Jacobian dominate (below, the fixed cost of a call does);
 the slope against K is fitted on all K. Targets of the issue: CAME-Grad linear in P (slope
 1.0 ± 0.1) and the K×K solve under 5% of the update at P = 1e6 for every K ≤ 32. The solve's
-share is given two ways: ``in update``, (CAME-Grad − mean) / CAME-Grad, what the solve adds to
-the fused update, which the target is judged on; and ``alone``, ``weigh`` / CAME-Grad, a
+share is given two ways: ``in update``, (CAME-Grad − no_solve) / CAME-Grad, what the solve
+adds to the fused update, which the target is judged on; and ``alone``, ``weigh`` / CAME-Grad, a
 separate jitted call that also pays a call's dispatch (tens of µs on a CPU). Writes the JSON
 and a PNG with both panels next to it. Run::
 
@@ -33,6 +34,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 import camegrad_jax as cg
 from benchmarks import _timing as timing
@@ -44,7 +46,20 @@ METHODS: dict[str, Callable[..., Any]] = {
     "upgrad": cg.upgrad,
 }
 #: Everything timed per point besides the methods' updates.
-PARTS = ("sum", "gram", "combine", "weigh", "mean")
+PARTS = ("sum", "gram", "combine", "weigh", "no_solve")
+
+
+def no_solve_weighting() -> cg.Weighting:
+    """Reads the Gram matrix (so that XLA cannot drop it) and returns the mean: CAME-Grad's
+    update without its K×K solve. Scale invariant like CAME-Grad, so it takes the same path."""
+
+    def weigh(gram: Any, state: Any, **extra_args: Any) -> tuple[Any, Any]:
+        del extra_args
+        k = gram.shape[-1]
+        return jnp.where(jnp.trace(gram) > 0.0, 1.0 / k, 0.0) * jnp.ones(k, gram.dtype), state
+
+    return cg.Weighting(lambda k: optax.EmptyState(), weigh, scale_invariant=True)
+
 
 FULL = {
     "ks": (2, 4, 8, 16, 32),
@@ -84,7 +99,7 @@ def measure(
         "gram": lambda: gram_fn(jac),
         "combine": lambda: combine_fn(jac, coeffs),
         "weigh": lambda: weigh_fns[k](gram),
-        "mean": timing.update_fn(cg.aggregate(cg.weightings.mean(), num_tasks=k), jac),
+        "no_solve": timing.update_fn(cg.aggregate(no_solve_weighting(), num_tasks=k), jac),
     }
     for name in methods:
         fns[name] = timing.update_fn(METHODS[name](num_tasks=k), jac)
@@ -92,7 +107,7 @@ def measure(
     point: dict[str, Any] = {"k": k, "p": p, "times": times}
     update = times["came_grad"]["median_ms"] if "came_grad" in times else None
     if update:
-        point["solve_share"] = (update - times["mean"]["median_ms"]) / update
+        point["solve_share"] = (update - times["no_solve"]["median_ms"]) / update
         point["solve_share_alone"] = times["weigh"]["median_ms"] / update
         point["ratio_to_sum"] = update / times["sum"]["median_ms"]
     return point
@@ -224,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if share_points
             else None,
             "target": f"< {SHARE_TARGET:.0%} at P = 1e6, K <= {SHARE_MAX_K} "
-            "((came_grad - mean) / came_grad)",
+            "((came_grad - no_solve) / came_grad)",
             "met": None if worst_share is None else worst_share < SHARE_TARGET,
         },
     }

@@ -149,7 +149,8 @@ TORCHJD_LOOSER: dict[tuple[str, str], tuple[float, str]] = {
         LINEAR_UNDER_SCALING,
     ): (
         6e-2,
-        "checked at TorchJD's own tolerance for UPGrad, atol = rtol = 6e-2 (test_upgrad.py); "
+        "checked at TorchJD's own tolerance for UPGrad, atol = rtol = 6e-2 (TorchJD's "
+        "tests/unit/aggregation/test_upgrad.py); "
         "float32 misses the default 1e-4 by 5.4e-4 on |d| = 0.13 on a scaled 20x10 input whose "
         "face has condition 2.6e6, at float32's resolution of the Gram matrix",
     ),
