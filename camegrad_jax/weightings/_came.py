@@ -256,18 +256,16 @@ def came(
             )
         # Solved with the tasks in an order of their own (`canonical_order`), so that float32
         # round-off cannot depend on the order the user listed them in.
-        order = canonical_order(gram)
-        back = jnp.argsort(order)
+        order, back = canonical_order(gram)
         working = jax.tree_util.tree_map(lambda x: x.astype(gram.dtype), state)
-        working = working._replace(
-            dual_weights=working.dual_weights[order], cosines=working.cosines[order][:, order]
-        )
+        working = working._replace(dual_weights=working.dual_weights[order])
         weights = jnp.asarray(weights, gram.dtype)[order]
         coeffs, new_state = came_coefficients(
             gram[order][:, order], working, weights, rho, kappa, nu, solver
         )
+        # The cosines are entrywise, hence the same in any order: computed on `gram` directly.
         new_state = new_state._replace(
-            dual_weights=new_state.dual_weights[back], cosines=new_state.cosines[back][:, back]
+            dual_weights=new_state.dual_weights[back], cosines=cosines(gram)
         )
         new_state = jax.tree_util.tree_map(lambda x, s: x.astype(s.dtype), new_state, state)
         return coeffs[back], new_state

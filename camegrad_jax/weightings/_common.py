@@ -23,7 +23,7 @@ def gram_scale(gram: Array, *, per_task: bool = False) -> tuple[Array, Array]:
     The diagonal is summed in ascending order, so $s$ is the same to the last bit whatever the
     order of the tasks (a plain sum rounds differently for each order).
     """
-    scale = jnp.sum(jnp.sort(jnp.diagonal(gram)))
+    scale = jnp.sum(sort_small(jnp.diagonal(gram)))
     if per_task:
         scale = scale / gram.shape[-1]
     valid = (scale > 0.0) & jnp.isfinite(scale)
@@ -43,14 +43,44 @@ def normalised_gram(gram: Array, *, per_task: bool = False) -> tuple[Array, Arra
     return jnp.where(valid, gram / scale, stand_in), valid
 
 
-def canonical_order(gram: Array) -> Array:
-    r"""An order of the tasks that does not depend on their positions.
+def ranks(*keys: Array) -> Array:
+    r"""Each entry's position in the ascending lexicographic order of ``keys`` (the first key
+    first, then the position) along the last axis: $r_i = \#\{j : (k_j, j) < (k_i, i)\}$.
+
+    One comparison per pair, which XLA fuses with what surrounds it, where a sort is a kernel
+    of its own: for the K of a Gram matrix this is cheaper. NaN counts as $+\infty$, so the
+    ranks are always a permutation.
+    """
+    shape = keys[0].shape
+    position = jnp.arange(shape[-1])
+    before = position[None, :] < position[:, None]  # [..., i, j]: j comes before i
+    before = jnp.broadcast_to(before, (*shape, shape[-1]))
+    for key in reversed(keys):
+        key = jnp.where(jnp.isnan(key), jnp.inf, key)
+        mine, other = key[..., :, None], key[..., None, :]
+        before = (other < mine) | ((other == mine) & before)
+    return jnp.sum(before, axis=-1)
+
+
+def sort_small(x: Array) -> Array:
+    """``x`` sorted along its last axis by `ranks` (each entry moved exactly, no sort kernel)."""
+    slot = jnp.arange(x.shape[-1]).reshape((1,) * (x.ndim - 1) + (-1, 1))
+    chosen = ranks(x)[..., None, :] == slot  # [..., slot, entry]
+    return jnp.sum(jnp.where(chosen, x[..., None, :], jnp.zeros((), x.dtype)), axis=-1)
+
+
+def canonical_order(gram: Array) -> tuple[Array, Array]:
+    r"""An order of the tasks that does not depend on their positions: ``(order, rank)``, where
+    ``order[p]`` is the task put at position ``p`` and ``rank`` the inverse permutation.
 
     Tasks are sorted by their squared norm $G_{ii}$, ties broken by the sum of their row's
     sorted entries (both computed identically whatever the order of the rows).
     """
-    row_key = jnp.sum(jnp.sort(gram, axis=-1), axis=-1)
-    return jnp.lexsort((row_key, jnp.diagonal(gram)))
+    row_key = jnp.sum(sort_small(gram), axis=-1)
+    rank = ranks(jnp.diagonal(gram), row_key)
+    positions = jnp.arange(gram.shape[-1])
+    order = jnp.sum(jnp.where(rank[None, :] == positions[:, None], positions[None, :], 0), -1)
+    return order, rank
 
 
 def in_canonical_order(solve: Callable[..., Any], gram: Array, *per_task: Array) -> Any:
@@ -59,15 +89,15 @@ def in_canonical_order(solve: Callable[..., Any], gram: Array, *per_task: Array)
     A K×K solve (an eigendecomposition, an active set) rounds differently when the tasks come
     in another order; on an ill-conditioned Gram matrix (rank-deficient, or tasks that are
     nearly Pareto-stationary) float32 round-off then moves the coefficients visibly. Solving in
-    an order fixed by the tasks themselves and scattering the result back makes the
+    an order fixed by the tasks themselves and permuting the result back makes the
     coefficients exactly equivariant to permutations of the tasks (``per_task`` arrays, such
     as preferences or a warm start, are permuted with them). ``solve`` returns the ``(K,)``
     coefficients, or a tuple of them and task-independent values (a residual), passed on.
     """
-    order = canonical_order(gram)
+    order, rank = canonical_order(gram)
     result = solve(gram[order][:, order], *(x[order] for x in per_task))
     coeffs, rest = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
-    restored = jnp.zeros_like(coeffs).at[order].set(coeffs)
+    restored = coeffs[rank]
     return (restored, *rest) if rest else restored
 
 
