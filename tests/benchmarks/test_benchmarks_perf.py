@@ -144,7 +144,19 @@ def test_scaling_smallest_run(tmp_path):
     assert payload["vs_k"]["slopes"] == payload["vs_p"]["slopes"] == {}  # one point: no fit
     assert payload["targets"]["slope_in_p"]["met"] is None  # no P >= 1e5 here
     assert payload["targets"]["solve_share"]["met"] is None  # no P = 1e6 here
+    assert payload["targets"]["solve_share_k4"]["met"] is None
     assert payload["plot"].endswith(".png")
+
+
+def test_share_targets_take_the_worst_point_of_their_range():
+    points = [
+        {"k": k, "p": p, "solve_share": share}
+        for k, p, share in [(2, 10**6, 0.06), (4, 10**6, 0.03), (16, 10**6, 0.2), (4, 10**5, 0.9)]
+    ]
+    at_four = scaling.share_target(points, 4, 4)
+    assert (at_four["value"], at_four["worst_k"], at_four["met"]) == (0.03, 4, True)
+    up_to_32 = scaling.share_target(points, 2, 32)
+    assert (up_to_32["value"], up_to_32["worst_k"], up_to_32["met"]) == (0.2, 16, False)
 
 
 def test_eager_smallest_run(tmp_path):
