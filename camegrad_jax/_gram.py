@@ -15,9 +15,10 @@ over several trailing axes makes XLA transpose and copy the leaf first, which on
 than the contraction itself (``python -m benchmarks.scaling`` measures it). A leaf sharded on a
 minor axis, or whose sharding is decided by the compiler (automatic mesh axes), is contracted
 over its trailing axes in place.
-On CPU a long unsharded ``(K, n)`` view is contracted in cache-sized column blocks
-(`blocked_rows_gram`), where XLA's one large product is several times slower; other platforms
-get the one product.
+On CPU, where XLA's one large product of a long ``(K, n)`` view with its transpose runs far
+below memory bandwidth, an unsharded view of a few tasks is summed from its elementwise row
+products in one fused pass (`fused_rows_gram`), and one of more tasks is contracted in
+cache-sized column blocks (`blocked_rows_gram`); other platforms get the one product.
 Sharded leaves keep their sharding: under ``jax.jit`` the Gram matrix comes out replicated (the
 compiler all-reduces the per-shard partial products), and $J^\top c$ is sharded like one
 task's gradient.
@@ -25,6 +26,7 @@ task's gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -148,16 +150,13 @@ def gramian(jac: PyTree) -> Array:
     dtype = gram_dtype(jac)
 
     def leaf_gram(leaf: Array) -> Array:
-        leaf = as_rows(leaf)
-        if jnp.ndim(leaf) == 2 and _mesh_of(leaf) is None:
-            block = _block_size(leaf)
-            if leaf.shape[1] >= _MIN_BLOCKS * block:
+        if _mesh_of(leaf) is None:
+            on_cpu = _cpu_route(leaf, dtype)
+            if on_cpu is not None:
                 return jax.lax.platform_dependent(
-                    leaf,
-                    cpu=lambda rows: blocked_rows_gram(rows, block, dtype),
-                    default=lambda rows: _contract(rows, dtype),
+                    leaf, cpu=on_cpu, default=lambda x: _contract(as_rows(x), dtype)
                 )
-        return _contract(leaf, dtype)
+        return _contract(as_rows(leaf), dtype)
 
     grams = [leaf_gram(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
     return sum(grams[1:], start=grams[0])
@@ -175,16 +174,59 @@ def _contract(leaf: Array, dtype: Any) -> Array:
     ).astype(dtype)
 
 
-# XLA:CPU's dot of a (K, n) matrix with its transpose slows down several-fold once n passes a
-# few million, so on CPU long rows are contracted block by block, each block about _BLOCK_BYTES
-# (the `gram` column of `python -m benchmarks.scaling` at K = 4, P = 1e7 measures both).
+# XLA:CPU's dot of a (K, n) matrix with its transpose runs far below memory bandwidth, the
+# more so the longer the rows. For K <= _FUSED_MAX_TASKS one fused reduction of the K² row
+# products is several times faster on JAX 0.10 and 0.12 alike (at K = 4 and up it is not, and
+# not on both); for more tasks long rows are contracted in blocks of about _BLOCK_BYTES.
+# The `gram` column of `python -m benchmarks.scaling` measures both.
+_LANES = 256
+_MIN_LANES = 64
+_MIN_FUSED_COLUMNS = 1 << 15
+_FUSED_MAX_TASKS = 3
 _BLOCK_BYTES = 1 << 19
 _MIN_BLOCKS = 16
 
 
-def _block_size(rows: Array) -> int:
+def _cpu_route(leaf: Array, dtype: Any) -> Callable[[Array], Array] | None:
+    r"""The XLA:CPU kernel for $J_l J_l^\top$ of an unsharded leaf, or None for the one product."""
+    num_tasks = leaf.shape[0]
+    n = leaf.size // max(num_tasks, 1)
+    if num_tasks <= _FUSED_MAX_TASKS and n >= _MIN_FUSED_COLUMNS:
+        return lambda x: fused_rows_gram(as_rows(x), dtype)
+    block = _block_size(num_tasks, leaf.dtype)
+    if n >= _MIN_BLOCKS * block:
+        return lambda x: blocked_rows_gram(as_rows(x), block, dtype)
+    return None
+
+
+def fused_rows_gram(rows: Array, dtype: Any) -> Array:
+    r"""$R R^\top$ of a ``(K, n)`` matrix as $\sum_t R_{it} R_{jt}$, all $K^2$ sums in one pass.
+
+    XLA:CPU runs one long reduction slowly, so the columns are folded into $L$ lanes,
+    $R \to (K, n/L, L)$, and the products $R_{i,f,l} R_{j,f,l}$ are summed over the folds $f$
+    and lanes $l$ in one fused reduction (they are never stored). $L$ is the largest power of
+    two up to ``_LANES`` dividing $n$; when that is under ``_MIN_LANES``, $L$ = ``_LANES`` and
+    the ``n mod L`` columns left over are contracted apart. The fold reads ``rows`` itself,
+    behind an optimisation barrier: folded straight from the leaf, XLA would make a copy of
+    its own for it besides the ``(K, n)`` one that $J^\top c$ reads. Entries $(i, j)$ and
+    $(j, i)$ are the same sums in the same order, so the result is exactly symmetric.
+    """
+    num_tasks, n = rows.shape
+    lanes = min(_LANES, n & -n)
+    if lanes < _MIN_LANES:
+        lanes = _LANES
+    folds = n // lanes
+    rows = jax.lax.optimization_barrier(rows)
+    head = rows[:, : folds * lanes].astype(dtype).reshape(num_tasks, folds, lanes)
+    gram = jnp.sum(head[:, None] * head[None, :], axis=(2, 3))
+    if n % lanes:
+        gram = gram + _contract(rows[:, folds * lanes :], dtype)
+    return gram
+
+
+def _block_size(num_tasks: int, dtype: Any) -> int:
     """Columns per block: a power of two with K·b·itemsize ≈ `_BLOCK_BYTES`, at least 1024."""
-    per_column = rows.shape[0] * jnp.dtype(rows.dtype).itemsize
+    per_column = num_tasks * jnp.dtype(dtype).itemsize
     return max(1024, 1 << max(0, (_BLOCK_BYTES // per_column).bit_length() - 1))
 
 

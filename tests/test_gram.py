@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import camegrad_jax as cg
-from camegrad_jax._gram import blocked_rows_gram
+from camegrad_jax._gram import blocked_rows_gram, fused_rows_gram
 
 # Trailing shapes of the leaves of one task's gradient: a nested pytree with a list, so leaf
 # paths mix dict keys and sequence indices.
@@ -230,19 +230,55 @@ def test_blocked_rows_gram_matches_float64_reference(n, dtype):
 
 
 def test_gramian_of_a_long_leaf_runs_blocked_on_cpu():
-    """A (2, 2^20 + 3) leaf (over 16 blocks of 2^16 columns) goes through the blocked loop on
+    """A (4, 2^20 + 3) leaf (over 16 blocks of 2^15 columns) goes through the blocked loop on
     CPU, a reshaped (K, r, c) kernel included, and matches the float64 Gram matrix.
 
-    XLA:CPU sums a block's 2^16 products in an order of its own (jax 0.12.1 loses ~60 ulps on
+    XLA:CPU sums a block's products in an order of its own (jax 0.12.1 loses ~60 ulps on
     the diagonal), so the tolerance is 2e-5 of the largest entry; the 3 columns after the last
-    block are scaled by 30, so leaving them out (or any block, 1/16 of the sum) errs by > 1e-3.
+    block are scaled by 30, so leaving them out (or any block, 1/32 of the sum) errs by > 1e-3.
     """
-    long = jax.random.normal(jax.random.key(2), (2, 1 << 20 | 3))
+    long = jax.random.normal(jax.random.key(2), (4, 1 << 20 | 3))
     jac = {
         "long": long.at[:, -3:].multiply(30.0),
-        "kernel": jax.random.normal(jax.random.key(3), (2, 1 << 14, 64)),
+        "kernel": jax.random.normal(jax.random.key(3), (4, 1 << 14, 64)),
     }
     hlo = jax.jit(cg.gramian).lower(jac).compile().as_text()
     assert len(re.findall(r"\bwhile\(", hlo)) == 2
-    flat = np.concatenate([np.asarray(x, np.float64).reshape(2, -1) for x in jac.values()], 1)
+    flat = np.concatenate([np.asarray(x, np.float64).reshape(4, -1) for x in jac.values()], 1)
     assert_close_to(cg.gramian(jac), flat @ flat.T, rtol=2e-5)
+
+
+@pytest.mark.parametrize(
+    "k, n",
+    [(2, 3 * (1 << 15)), (3, 1 << 15), (2, (1 << 15) + 100), (3, (1 << 15) + 5)],
+    ids=["K2-lanes256", "K3-lanes256", "K2-lanes-4-tail", "K3-tail"],
+)
+def test_gramian_of_a_few_long_rows_is_one_fused_pass_on_cpu(k, n):
+    """For K <= 3 a long leaf's Gram matrix is one fused sum of row products on CPU (no loop,
+    no product of the whole leaf) that matches float64 and is exactly symmetric.
+
+    n = 2^15 + 100 has no power-of-two divisor of 64 lanes or more, and 2^15 + 5 none above 1:
+    both fold 256 lanes and contract the columns left over apart, scaled by 30 so that
+    dropping them errs by more than 1e-3.
+    """
+    rows = jax.random.normal(jax.random.key(4), (k, n))
+    rows = rows.at[:, (n // 256) * 256 :].multiply(30.0)
+    hlo = jax.jit(cg.gramian).lower({"rows": rows}).compile().as_text()
+    tail = n % 256 if (n & -n) < 64 else 0
+    assert not re.findall(r"\bwhile\(", hlo)
+    assert len(re.findall(r"\bdot\(", hlo)) == (1 if tail else 0)
+    assert not tail or f"f32[{k},{tail}]" in hlo
+    gram = np.asarray(cg.gramian({"rows": rows}))
+    exact = np.asarray(rows, np.float64) @ np.asarray(rows, np.float64).T
+    np.testing.assert_array_equal(gram, gram.T)
+    assert_close_to(gram, exact, rtol=2e-6)
+
+
+def test_fused_rows_gram_of_bf16_rows_accumulates_in_float32():
+    """bf16 rows are widened before the products: the sum of 2^15 bf16 squares is exact to
+    float32 rounding, far inside bf16's own 2^-8."""
+    rows = jax.random.normal(jax.random.key(5), (2, 1 << 15), jnp.bfloat16)
+    gram = jax.jit(fused_rows_gram, static_argnums=1)(rows, jnp.float32)
+    exact = np.asarray(rows, np.float64) @ np.asarray(rows, np.float64).T
+    assert gram.dtype == jnp.float32
+    assert_close_to(gram, exact, rtol=1e-6)
