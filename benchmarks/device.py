@@ -11,11 +11,19 @@ an accelerator, where every launch costs microseconds):
    float64 oracle (``tests/reference.py``), away from and at the dual's kink;
 2. **solve**: every weighting's K×K solve (``weigh`` on the Gram matrix) for K = 2, 4, 8;
 3. **RRG step**: the RRG demo model's jitted train step (``benchmarks/train_step.py``) with
-   LS, the full Jacobian + weighted sum, and the full Jacobian + CAME-Grad, for K = 2, 4, 8
-   (task 0 the report loss, the 14-observation classification loss split into K − 1 groups of
+   LS, the full Jacobian + weighted sum, the same sum made to wait for the whole Jacobian
+   (``jacobian_sum_synced``), and the full Jacobian + CAME-Grad, for K = 2, 4, 8 (task 0 the
+   report loss, the 14-observation classification loss split into K − 1 groups of
    observations, task weights (1, 4/(K − 1), ...)); with the time to trace and compile it;
-4. **MLP step**: the same three steps on a plain-JAX dense MLP (256→1024→1024→256 tanh, two
+4. **MLP step**: the same four steps on a plain-JAX dense MLP (256→1024→1024→256 tanh, two
    256×1 regression heads, batch 512, 1.57M parameters, Adam after the aggregation; K = 2).
+
+``over_sum`` is a step's time over the plain sum's and ``over_synced`` over the synced sum's.
+Any weighting whose coefficients depend on the whole Gram matrix has the synced sum's
+barrier: no leaf's update, nor the optimizer's work on it, can start before the backward
+pass has computed every leaf. The plain sum's can, and XLA overlaps them with the backward
+pass where it runs independent kernels concurrently (on CPU); ``over_synced`` is what the
+weighting adds beyond that barrier.
 
 Timings are medians of calls interleaved round-robin after compilation. ``--quick`` (CI) runs
 tiny sizes and few K. Run::
@@ -52,7 +60,7 @@ from camegrad_jax._solvers._conflict_dual import solve_conflict_dual
 from examples.rrg.objectives import example_losses
 
 SOLVERS = {"iterative": cg.DualSolver(enumerate_up_to=2), "enumeration": cg.DualSolver()}
-STEP_METHODS = ("ls", "jacobian_sum", "jacobian_came")
+STEP_METHODS = ("ls", "jacobian_sum", "jacobian_sum_synced", "jacobian_came")
 
 
 # --- 1. stage 1 ------------------------------------------------------------------------------
@@ -175,8 +183,16 @@ def _step_rows(
 ) -> list[dict[str, Any]]:
     times = timing.interleaved_times(fns, budget_s=budget)
     summed = times["jacobian_sum"]["median_ms"]
+    synced = times["jacobian_sum_synced"]["median_ms"]
     return [
-        {**labels, "method": m, **counts[m], **times[m], "over_sum": times[m]["median_ms"] / summed}
+        {
+            **labels,
+            "method": m,
+            **counts[m],
+            **times[m],
+            "over_sum": times[m]["median_ms"] / summed,
+            "over_synced": times[m]["median_ms"] / synced,
+        }
         for m in fns
     ]
 
@@ -185,7 +201,7 @@ def _step_rows(
 
 
 def mlp_steps(widths: Sequence[int], batch: int, budget: float) -> list[dict[str, Any]]:
-    """LS, Jacobian + sum and Jacobian + CAME-Grad on a tanh MLP with two 1-output heads."""
+    """LS, Jacobian + sum (plain and synced) and + CAME-Grad on a tanh MLP with two 1-output heads."""
     rng = np.random.default_rng(0)
     layers = []
     for fan_in, fan_out in itertools.pairwise(widths):
@@ -207,6 +223,9 @@ def mlp_steps(widths: Sequence[int], batch: int, budget: float) -> list[dict[str
     transforms = {
         "ls": optax.adam(1e-3),
         "jacobian_sum": optax.chain(train_step.weighted_sum((1.0, 1.0)), optax.adam(1e-3)),
+        "jacobian_sum_synced": optax.chain(
+            train_step.weighted_sum((1.0, 1.0), wait_for_all=True), optax.adam(1e-3)
+        ),
         "jacobian_came": optax.chain(cg.came_grad(task_weights=weights), optax.adam(1e-3)),
     }
     fns, counts = {}, {}
@@ -281,7 +300,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     columns = ("k", "method", "launches", "while_loops", "median_ms")
     _print("K×K solve (weigh)", payload["solve"], columns)
     payload["rrg_step"] = rrg_steps(step_ks, size, 4 * budget)
-    columns = ("k", "method", "launches", "while_loops", "median_ms", "over_sum", "compile_s")
+    columns = (
+        "k",
+        "method",
+        "launches",
+        "while_loops",
+        "median_ms",
+        "over_sum",
+        "over_synced",
+        "compile_s",
+    )
     _print("RRG train step", payload["rrg_step"], columns)
     payload["mlp_step"] = mlp_steps(widths, batch, 4 * budget)
     _print(f"MLP train step {widths}, batch {batch}", payload["mlp_step"], columns)

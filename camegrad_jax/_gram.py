@@ -15,6 +15,8 @@ over several trailing axes makes XLA transpose and copy the leaf first, which on
 than the contraction itself (``python -m benchmarks.scaling`` measures it). A leaf sharded on a
 minor axis, or whose sharding is decided by the compiler (automatic mesh axes), is contracted
 over its trailing axes in place.
+Leaves of fewer than ``_SHORT_COLUMNS`` entries per task are contracted together, their rows
+side by side, in one product (a launch each would cost far more than their arithmetic).
 On CPU, where XLA's one large product of a long ``(K, n)`` view with its transpose runs far
 below memory bandwidth, an unsharded view of a few tasks is summed from its elementwise row
 products in one fused pass (`fused_rows_gram`), and one of more tasks is contracted in
@@ -158,8 +160,32 @@ def gramian(jac: PyTree) -> Array:
                 )
         return _contract(as_rows(leaf), dtype)
 
-    grams = [leaf_gram(leaf) for leaf in jax.tree_util.tree_leaves(jac)]
+    leaves = jax.tree_util.tree_leaves(jac)
+    grams = [leaf_gram(leaf) for leaf in leaves if not _is_short(leaf)]
+    short = [leaf for leaf in leaves if _is_short(leaf)]
+    if short:
+        grams.append(_short_leaves_gram(short, dtype))
     return sum(grams[1:], start=grams[0])
+
+
+# Leaves shorter than this (per task: biases, norms' scales) are contracted together, one
+# product for all of them: each product is a kernel launch (on CPU a thunk) whose fixed cost
+# is far above its arithmetic. `python -m benchmarks.device` (the RRG step, 44 such leaves of
+# 65) measures it.
+_SHORT_COLUMNS = 1024
+
+
+def _is_short(leaf: Array) -> bool:
+    """Whether ``leaf`` is unsharded and has fewer than `_SHORT_COLUMNS` entries per task."""
+    return _mesh_of(leaf) is None and leaf.size < _SHORT_COLUMNS * max(leaf.shape[0], 1)
+
+
+def _short_leaves_gram(leaves: list[Array], dtype: Any) -> Array:
+    r"""$\sum_l J_l J_l^\top$ of short unsharded leaves: one product of their rows side by side."""
+    if len(leaves) == 1:
+        return _contract(leaves[0], dtype)
+    rows = [leaf.reshape(leaf.shape[0], -1).astype(dtype) for leaf in leaves]
+    return _contract(jnp.concatenate(rows, axis=1), dtype)
 
 
 def _contract(leaf: Array, dtype: Any) -> Array:

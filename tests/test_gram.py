@@ -274,6 +274,24 @@ def test_gramian_of_a_few_long_rows_is_one_fused_pass_on_cpu(k, n):
     assert_close_to(gram, exact, rtol=2e-6)
 
 
+def test_gramian_contracts_all_short_leaves_in_one_product():
+    """Ten leaves under 1024 entries per task (a (K,) one, rank-3 ones, bf16 and float32) are
+    one product side by side; a 2048-column leaf keeps its own. Each short leaf is scaled by
+    a different factor, so leaving one out errs far beyond the float32 tolerance."""
+    key = jax.random.key(6)
+    shapes = [(), (3,), (5, 7), (2, 3, 4), (64,), (8, 8), (1,), (100,), (3, 1, 2), (1023,)]
+    jac = {
+        f"short{i}": (1.0 + i) * jax.random.normal(jax.random.fold_in(key, i), (2, *shape))
+        for i, shape in enumerate(shapes)
+    }
+    jac["short3"] = jac["short3"].astype(jnp.bfloat16)
+    jac["long"] = jax.random.normal(jax.random.fold_in(key, 99), (2, 2048))
+    hlo = jax.jit(cg.gramian).lower(jac).compile().as_text()
+    assert len(re.findall(r"\bdot\(", hlo)) == 2
+    ref = flat64(jac)
+    assert_close_to(gramian_jit(jac), ref @ ref.T, rtol=2e-6)
+
+
 def test_fused_rows_gram_of_bf16_rows_accumulates_in_float32():
     """bf16 rows are widened before the products: the sum of 2^15 bf16 squares is exact to
     float32 rounding, far inside bf16's own 2^-8."""

@@ -14,6 +14,9 @@ import json
 import math
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
 import camegrad_jax as cg
@@ -227,3 +230,20 @@ def test_device_quick_run_is_well_formed(tmp_path):
     assert stage1["enumeration"]["while_loops"] == 0 < stage1["iterative"]["while_loops"]
     assert stage1["enumeration"]["gap"]["smooth"] <= 1e-5
     assert {row["method"] for row in payload["rrg_step"]} == set(device.STEP_METHODS)
+
+
+def test_synced_weighted_sum_is_the_plain_sum():
+    """The synced sum only orders the work: its update is the plain sum's, leaf by leaf."""
+    rng = np.random.default_rng(3)
+    jac = {
+        "a": jnp.asarray(rng.standard_normal((2, 3, 4))),
+        "b": jnp.asarray(rng.standard_normal((2, 5))),
+    }
+    plain, _ = train_step.weighted_sum((1.0, 4.0)).update(jac, optax.EmptyState())
+    synced, _ = jax.jit(train_step.weighted_sum((1.0, 4.0), wait_for_all=True).update)(
+        jac, optax.EmptyState()
+    )
+    for name, leaf in jac.items():
+        expected = np.asarray(leaf[0]) + 4.0 * np.asarray(leaf[1])
+        np.testing.assert_allclose(plain[name], expected, rtol=1e-6)
+        np.testing.assert_allclose(synced[name], expected, rtol=1e-6)
