@@ -201,7 +201,7 @@ def _step_rows(
 
 
 def mlp_steps(widths: Sequence[int], batch: int, budget: float) -> list[dict[str, Any]]:
-    """LS, Jacobian + sum (plain and synced) and + CAME-Grad on a tanh MLP with two 1-output heads."""
+    """LS and the Jacobian + sum (plain, synced) or + CAME-Grad on a tanh MLP with 2 heads."""
     rng = np.random.default_rng(0)
     layers = []
     for fan_in, fan_out in itertools.pairwise(widths):

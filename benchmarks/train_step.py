@@ -114,6 +114,8 @@ def gradients(
 def transformation(
     method: str, task_weights: Sequence[float] = TASK_WEIGHTS
 ) -> optax.GradientTransformation:
+    """AdamW after the method's aggregation (``jacobian_sum_synced``: the sum that waits for the
+    whole Jacobian, `weighted_sum`'s ``wait_for_all``; every ``*_came``: CAME-Grad)."""
     adamw = optax.adamw(1e-3, weight_decay=0.05)
     if method == "ls":
         return adamw
