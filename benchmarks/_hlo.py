@@ -4,10 +4,11 @@ After XLA's optimisation every instruction of a computation that does work (a fu
 custom call such as a LAPACK or cuSOLVER routine, a dot) is one kernel launch on a GPU or TPU,
 run one after another. A ``while`` multiplies its body by its trip count (XLA records
 ``known_trip_count`` for ``fori_loop``/``scan``; an unknown count is taken as 1), a
-``conditional`` counts its costliest branch and a ``call`` its callee. The count is an estimate
-of the launches per call on the backend that compiled the program (on CPU, of the thunks XLA:CPU
-runs), not a measurement; it is what makes a solver with thousands of tiny iterations slow on an
-accelerator however cheap each iteration is.
+``conditional`` counts its costliest branch (and, for ``fewest_launches``, its cheapest) and a
+``call`` its callee. The count is an estimate of the launches per call on the backend that
+compiled the program (on CPU, of the thunks XLA:CPU runs), not a measurement; it is what makes
+a solver with thousands of tiny iterations slow on an accelerator however cheap each iteration
+is.
 """
 
 from __future__ import annotations
@@ -63,32 +64,46 @@ def _callees(line: str, key: str) -> list[str]:
 
 
 def launch_counts(text: str) -> dict[str, int]:
-    """``{"launches": ..., "while_loops": ...}`` of an optimised HLO module's text."""
+    """``{"launches", "fewest_launches", "while_loops"}`` of an optimised HLO module's text.
+
+    ``launches`` counts each conditional's costliest branch, ``fewest_launches`` its cheapest:
+    the path of a step on which no rare branch (an overflow-safe rescaling, a kink's
+    projection) is taken.
+    """
     comps, entry = _computations(text)
-    memo: dict[str, int] = {}
 
-    def launches(name: str) -> int:
-        if name not in memo:
-            memo[name] = 0  # guards against recursion
-            total = 0
-            for line in comps.get(name, []):
-                op = _opcode(line)
-                if op in _FREE:
-                    continue
-                if op == "while":
-                    trip = _TRIP.search(line)
-                    body = _callees(line, "body") + _callees(line, "condition")
-                    total += (int(trip.group(1)) if trip else 1) * sum(map(launches, body))
-                elif op == "conditional":
-                    total += max(map(launches, _callees(line, "branch_computations")), default=1)
-                elif op == "call":
-                    total += sum(map(launches, _callees(line, "to_apply")))
-                else:
-                    total += 1
-            memo[name] = total
-        return memo[name]
+    def count(pick: Callable[[list[int]], int]) -> int:
+        memo: dict[str, int] = {}
 
-    return {"launches": launches(entry), "while_loops": text.count(" while(")}
+        def launches(name: str) -> int:
+            if name not in memo:
+                memo[name] = 0  # guards against recursion
+                total = 0
+                for line in comps.get(name, []):
+                    op = _opcode(line)
+                    if op in _FREE:
+                        continue
+                    if op == "while":
+                        trip = _TRIP.search(line)
+                        body = _callees(line, "body") + _callees(line, "condition")
+                        total += (int(trip.group(1)) if trip else 1) * sum(map(launches, body))
+                    elif op == "conditional":
+                        branches = _callees(line, "branch_computations")
+                        total += pick([launches(b) for b in branches]) if branches else 1
+                    elif op == "call":
+                        total += sum(map(launches, _callees(line, "to_apply")))
+                    else:
+                        total += 1
+                memo[name] = total
+            return memo[name]
+
+        return launches(entry)
+
+    return {
+        "launches": count(max),
+        "fewest_launches": count(min),
+        "while_loops": text.count(" while("),
+    }
 
 
 def compiled_counts(fn: Callable[..., Any], *args: Any) -> dict[str, int]:

@@ -2,7 +2,9 @@
 
 Four tables, each with the sequential kernel launches and while loops of the compiled program
 (``benchmarks/_hlo.py``: an estimate read from XLA's optimised HLO, the number that matters on
-an accelerator, where every launch costs microseconds):
+an accelerator, where every launch costs microseconds; ``launches`` counts each conditional's
+costliest branch, ``fewest_launches`` its cheapest, the path of a step with no rare branch
+taken):
 
 1. **stage 1**: the jitted CAME-Grad weighting per K with the iterative solver (primal–dual
    splitting and active set, ``DualSolver(enumerate_up_to=2)``, the only one before support
@@ -294,16 +296,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     payload: dict[str, Any] = {"meta": {**timing.machine(), "quick": quick}}
     payload["stage1"] = stage1(stage1_ks, budget)
-    columns = ("k", "solver", "launches", "while_loops", "median_ms", "first_call_s", "gap")
+    columns = (
+        "k",
+        "solver",
+        "launches",
+        "fewest_launches",
+        "while_loops",
+        "median_ms",
+        "first_call_s",
+        "gap",
+    )
     _print("stage 1 (CAME-Grad weigh; gap smooth/kink)", payload["stage1"], columns)
     payload["solve"] = solves(solve_ks, methods, budget)
-    columns = ("k", "method", "launches", "while_loops", "median_ms")
+    columns = ("k", "method", "launches", "fewest_launches", "while_loops", "median_ms")
     _print("K×K solve (weigh)", payload["solve"], columns)
     payload["rrg_step"] = rrg_steps(step_ks, size, 4 * budget)
     columns = (
         "k",
         "method",
         "launches",
+        "fewest_launches",
         "while_loops",
         "median_ms",
         "over_sum",

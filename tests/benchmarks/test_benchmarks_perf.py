@@ -217,6 +217,21 @@ def test_hlo_launch_counts_multiply_loops_by_their_trip_count():
     assert 1 <= once["launches"] < 10 and looped["launches"] >= 50
 
 
+def test_hlo_launch_counts_take_a_conditionals_costliest_and_cheapest_branch():
+    """A cond between a 30-step loop and the identity: at least 30 launches on its costliest
+    branch, none from it on its cheapest (the other instructions count in both)."""
+
+    def heavy(y):
+        return jax.lax.fori_loop(0, 30, lambda _, z: jax.numpy.sin(z) @ z, y)
+
+    def step(x, flag):
+        return jax.lax.cond(flag, heavy, lambda y: y, x) * 2.0
+
+    counts = _hlo.compiled_counts(step, jax.numpy.eye(3), True)
+    assert counts["launches"] - counts["fewest_launches"] >= 30
+    assert counts["fewest_launches"] < 10
+
+
 @pytest.mark.slow
 def test_device_quick_run_is_well_formed(tmp_path):
     """``python -m benchmarks.device --quick``: every table filled, the exact stage 1 loop-free."""
