@@ -36,6 +36,7 @@ tiny sizes and few K. Run::
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 import time
@@ -51,14 +52,11 @@ import optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reference as ref
-from stage1_cases import at_kink, normalised_problem, objective_scale
 
 import camegrad_jax as cg
+from benchmarks import _stage1, aggregators, train_step
 from benchmarks import _timing as timing
-from benchmarks import aggregators, train_step
 from benchmarks._hlo import compiled_counts, launch_counts
-from camegrad_jax._numerics import psd_sqrt
-from camegrad_jax._solvers._conflict_dual import solve_conflict_dual
 from examples.rrg.objectives import example_losses
 
 SOLVERS = {"iterative": cg.DualSolver(enumerate_up_to=2), "enumeration": cg.DualSolver()}
@@ -79,15 +77,10 @@ def _stage1_cases(k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
-def _dual(solver: cg.DualSolver) -> Callable[..., jax.Array]:
-    @jax.jit
-    def solve(gram_hat: jax.Array, weights: jax.Array, rho: jax.Array) -> jax.Array:
-        factor = psd_sqrt(gram_hat)
-        radius = rho * jnp.linalg.norm(factor @ weights)
-        w0 = jnp.full(weights.shape, 1.0 / weights.shape[0], gram_hat.dtype)
-        return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w0, solver)[0]
-
-    return solve
+@functools.cache
+def stage1_problems(k: int) -> list[_stage1.Problem]:
+    """`_stage1_cases` at ρ = 0.5 and 2, solved by the float64 oracle."""
+    return _stage1.problems(_stage1_cases(k), (0.5, 2.0))
 
 
 def stage1(ks: Sequence[int], budget: float) -> list[dict[str, Any]]:
@@ -96,19 +89,10 @@ def stage1(ks: Sequence[int], budget: float) -> list[dict[str, Any]]:
         solvers = dict(SOLVERS)
         if k > SOLVERS["enumeration"].enumerate_up_to:  # past the default: the crossover
             solvers["enumeration"] = cg.DualSolver(enumerate_up_to=k)
-        gaps = {name: {"smooth": 0.0, "kink": 0.0} for name in solvers}
-        for jac, weights in _stage1_cases(k):
-            for rho in (0.5, 2.0):
-                gram_hat, weights = normalised_problem(jac, weights)
-                w_ref, best = ref.solve_dual(gram_hat, weights, rho)
-                kind = "kink" if at_kink(gram_hat, w_ref) else "smooth"
-                args = (jnp.asarray(gram_hat, jnp.float32), jnp.asarray(weights, jnp.float32))
-                for name, solver in solvers.items():
-                    w = np.asarray(_dual(solver)(*args, jnp.float32(rho)), np.float64)
-                    gap = (ref.dual_objective(gram_hat, weights, rho, w) - best) / objective_scale(
-                        gram_hat, weights, rho
-                    )
-                    gaps[name][kind] = max(gaps[name][kind], gap)
+        gaps = {
+            name: _stage1.worst_gaps(_stage1.dual(solver), stage1_problems(k))
+            for name, solver in solvers.items()
+        }
         jac = timing.jacobian_matrix(timing.make_jacobian(k, 4 * k))
         gram = jnp.asarray(jac @ jac.T, jnp.float32)
         fns, counts = {}, {}

@@ -24,19 +24,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import reference as ref
-from stage1_cases import CASES, RHOS, at_kink, normalised_problem, objective_scale
+from stage1_cases import CASES, RHOS
 
 import camegrad_jax as cg
+from benchmarks import _stage1
 from benchmarks import _timing as timing
-from camegrad_jax._numerics import psd_sqrt
-from camegrad_jax._solvers._conflict_dual import solve_conflict_dual
 
 ITERS = (250, 500, 1000, 2000)
 TIMED_KS = (4, 16)
@@ -47,36 +43,10 @@ def _iterative(pdhg_iters: int) -> cg.DualSolver:
     return cg.DualSolver(pdhg_iters=pdhg_iters, enumerate_up_to=2)
 
 
-def _solver(solver: cg.DualSolver) -> Any:
-    """The jitted stage-1 solve on a normalised Gram matrix, as in the library's CAME-Grad."""
-
-    @jax.jit
-    def solve(gram_hat: jax.Array, weights: jax.Array, rho: jax.Array) -> jax.Array:
-        k = weights.shape[0]
-        factor = psd_sqrt(gram_hat)
-        radius = rho * jnp.sqrt(jnp.sum((factor @ weights) ** 2))
-        w0 = jnp.full((k,), 1.0 / k, gram_hat.dtype)
-        return solve_conflict_dual(gram_hat, factor, gram_hat @ weights, radius, w0, solver)[0]
-
-    return solve
-
-
 def worst_gaps(iters: tuple[int, ...], cases: list[Any]) -> dict[int, dict[str, float]]:
     """Per iteration count, the worst relative gap on smooth and on kink cases."""
-    solvers = {n: _solver(_iterative(n)) for n in iters}
-    worst = {n: {"smooth": 0.0, "kink": 0.0} for n in iters}
-    for _, jac, weights in cases:
-        for rho in RHOS:
-            gram_hat, weights = normalised_problem(jac, weights)
-            w_ref, best = ref.solve_dual(gram_hat, weights, rho)
-            kind = "kink" if at_kink(gram_hat, w_ref) else "smooth"
-            scale = objective_scale(gram_hat, weights, rho)
-            args = (jnp.asarray(gram_hat, jnp.float32), jnp.asarray(weights, jnp.float32))
-            for n, solve in solvers.items():
-                w = np.asarray(solve(*args, jnp.float32(rho)), np.float64)
-                gap = (ref.dual_objective(gram_hat, weights, rho, w) - best) / scale
-                worst[n][kind] = max(worst[n][kind], gap)
-    return worst
+    solved = _stage1.problems([(jac, weights) for _, jac, weights in cases], RHOS)
+    return {n: _stage1.worst_gaps(_stage1.dual(_iterative(n)), solved) for n in iters}
 
 
 def solve_times(iters: tuple[int, ...], ks: tuple[int, ...], budget: float) -> dict[int, dict]:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from camegrad_jax._numerics import cosines
+from camegrad_jax._precision import FULL
 
 Array = jax.Array
 
@@ -83,8 +84,8 @@ def gradient_dynamics(gram: Array, task_weights: Array | None = None) -> Gradien
     cos = cosines(gram)
     off_diagonal = ~jnp.eye(k, dtype=bool)
     weighted = weights * norms
-    inner = gram @ weights  # <g_i, g_λ>
-    sum_norm = jnp.sqrt(jnp.maximum(weights @ inner, 0.0))
+    inner = jnp.matmul(gram, weights, precision=FULL)  # <g_i, g_λ>
+    sum_norm = jnp.sqrt(jnp.maximum(jnp.matmul(weights, inner, precision=FULL), 0.0))
     denominator = norms * sum_norm
     with_sum = jnp.where(
         denominator > 0.0, inner / jnp.where(denominator > 0.0, denominator, 1.0), 0.0

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from camegrad_jax._precision import FULL
+
 Array = jax.Array
 PyTree = Any
 
@@ -195,6 +197,7 @@ def _contract(leaf: Array, dtype: Any) -> Array:
         leaf,
         leaf,
         ((trailing, trailing), ((), ())),
+        precision=FULL,
         preferred_element_type=dtype,
         out_sharding=replicated_sharding(leaf),
     ).astype(dtype)
@@ -344,5 +347,6 @@ def combine_leaf(leaf: Array, coeffs: Array) -> Array:
     """One leaf of $J^\top c$, accumulated in float32 or wider and cast to the leaf's dtype."""
     acc = jnp.result_type(leaf.dtype, jnp.float32)
     rows = as_rows(leaf)
-    combined = jnp.tensordot(coeffs.astype(acc), rows.astype(acc), axes=1).astype(leaf.dtype)
+    combined = jnp.tensordot(coeffs.astype(acc), rows.astype(acc), axes=1, precision=FULL)
+    combined = combined.astype(leaf.dtype)
     return combined.reshape(leaf.shape[1:])

@@ -6,6 +6,8 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 
+from camegrad_jax._precision import float32_products
+
 Array = jax.Array
 WeightingState = Any
 
@@ -20,7 +22,15 @@ class WeightingWeighFn(Protocol):
     ) -> tuple[Array, WeightingState]: ...
 
 
-class Weighting(NamedTuple):
+class _WeightingFields(NamedTuple):
+    init: WeightingInitFn
+    weigh: WeightingWeighFn
+    uses_gram: bool = True
+    scale_invariant: bool = False
+    uses_jacobian_scale: bool = False
+
+
+class Weighting(_WeightingFields):
     r"""A pair of pure functions mapping the K×K Gram matrix to K combination coefficients.
 
     ``state = init(num_tasks)`` builds the state (its shapes depend on K only);
@@ -44,10 +54,22 @@ class Weighting(NamedTuple):
 
     A weighting that declares neither (the default) gets the true Gram matrix $JJ^\top$,
     computed once; where it overflows the step is skipped and counted, never silently rescaled.
+
+    ``weigh`` is kept wrapped so that its matrix products are float32 on every backend (not
+    TensorFloat-32 on a GPU nor bfloat16 on a TPU, JAX's defaults there): a solver reading
+    the K×K Gram matrix needs its digits, and such products cost nothing that matters.
     """
 
-    init: WeightingInitFn
-    weigh: WeightingWeighFn
-    uses_gram: bool = True
-    scale_invariant: bool = False
-    uses_jacobian_scale: bool = False
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        init: WeightingInitFn,
+        weigh: WeightingWeighFn,
+        uses_gram: bool = True,
+        scale_invariant: bool = False,
+        uses_jacobian_scale: bool = False,
+    ) -> Weighting:
+        return super().__new__(
+            cls, init, float32_products(weigh), uses_gram, scale_invariant, uses_jacobian_scale
+        )

@@ -1,5 +1,5 @@
 """Fast checks of the benchmarks (aggregators, scaling, train_step, stage1_iterations, device,
-eager).
+eager, product_precision).
 
 Each script runs its smallest configuration (for the timing ones K = 2, a few hundred parameters;
 for stage1_iterations its ``--quick`` cases) with a very short timing budget through its
@@ -15,12 +15,22 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import optax
 import pytest
 
 import camegrad_jax as cg
-from benchmarks import _hlo, aggregators, device, eager, scaling, stage1_iterations, train_step
+from benchmarks import (
+    _hlo,
+    aggregators,
+    device,
+    eager,
+    product_precision,
+    scaling,
+    stage1_iterations,
+    train_step,
+)
 from benchmarks import _timing as timing
 
 HAS_TORCHJD = importlib.util.find_spec("torchjd") is not None
@@ -262,3 +272,40 @@ def test_synced_weighted_sum_is_the_plain_sum():
         expected = np.asarray(leaf[0]) + 4.0 * np.asarray(leaf[1])
         np.testing.assert_allclose(plain[name], expected, rtol=1e-6)
         np.testing.assert_allclose(synced[name], expected, rtol=1e-6)
+
+
+def test_emulated_roundings_give_the_nearest_tf32_and_bf16_values():
+    """bfloat16 against ml_dtypes' own conversion; TensorFloat-32 by its definition: 10 stored
+    mantissa bits (the low 13 of float32's are zero), within half a unit of the last place."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(4096) * 10.0 ** rng.uniform(-6, 6, 4096)).astype(np.float32)
+    bf16 = np.asarray(product_precision.to_bf16(jnp.asarray(x)))
+    np.testing.assert_array_equal(bf16, x.astype(ml_dtypes.bfloat16).astype(np.float32))
+    tf32 = np.asarray(product_precision.to_tf32(jnp.asarray(x)))
+    assert not np.any(tf32.view(np.uint32) & 0x1FFF)
+    ulp = 2.0 ** (np.floor(np.log2(np.abs(x.astype(np.float64)))) - 10)
+    assert np.all(np.abs(tf32.astype(np.float64) - x) <= ulp / 2)
+    assert np.any(tf32 != x) and np.any(bf16 != x)
+
+
+def test_rounded_products_spare_only_the_products_that_ask_for_float32():
+    x = jnp.full((2, 2), 1.0 + 2.0**-12, jnp.float32)  # neither a bfloat16 nor a TF32 value
+    with product_precision.rounded_products(product_precision.to_bf16):
+        default = jax.jit(jnp.dot)(x, x)
+        full = jax.jit(lambda a, b: jnp.dot(a, b, precision="highest"))(x, x)
+    assert float(default[0, 0]) == 2.0
+    assert float(full[0, 0]) == pytest.approx(2.0 * (1.0 + 2.0**-12) ** 2, rel=1e-7)
+
+
+@pytest.mark.slow
+def test_product_precision_quick_run_leaves_the_librarys_products_alone(tmp_path):
+    """Under every emulated rounding the solver as shipped gives exactly the unrounded gaps;
+    with its products left at the default, bfloat16 moves them."""
+    out = tmp_path / "product_precision.json"
+    payload = product_precision.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    rows = {(r["rounding"], r["products"]): (r["smooth"], r["kink"]) for r in payload["rows"]}
+    exact = rows["none", "float32"]
+    assert rows["none", "default"] == exact
+    assert rows["tf32", "float32"] == rows["bf16", "float32"] == exact
+    assert rows["bf16", "default"] != exact
