@@ -18,6 +18,7 @@ COMMANDS = [
     "benchmarks.device",
     "benchmarks.eager",
     "benchmarks.mtl.run",
+    "benchmarks.product_precision",
     "benchmarks.scaling",
     "benchmarks.sharding",
     "benchmarks.stage1_iterations",
